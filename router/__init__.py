@@ -1,0 +1,1 @@
+"""The routing service: FastAPI app, routing policy, request/feedback store, metrics, CLI."""

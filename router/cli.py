@@ -1,0 +1,133 @@
+"""`switchboard`: one command line for training, evaluation and serving.
+
+Every command turns a known failure (bad config, bad dataset, missing model) into one line on
+stderr and exit code 2; heavy libraries are imported inside the commands so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="switchboard",
+    help="Route customer queries with a small fine-tuned intent classifier served on vLLM.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Known, user-caused errors -> one line and exit 2; anything else is a bug and propagates."""
+    from training.config import ConfigError
+    from training.data import DatasetError
+    from training.modeling import ModelLoadError
+
+    try:
+        yield
+    except (ConfigError, DatasetError, ModelLoadError) as err:
+        fail(str(err))
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("httpx", "datasets", "urllib3", "filelock"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML preset (configs/*.yaml).")]
+DatasetOpt = Annotated[
+    str | None,
+    typer.Option("--dataset", "-d", help="Dataset dir/file, `banking77`, `clinc150` or a hub id."),
+]
+
+
+@app.command()
+def train(
+    config: ConfigOpt = None,
+    dataset: DatasetOpt = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output model directory.")] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(help="Resume from a checkpoint dir, or `latest` for the newest in OUTPUT."),
+    ] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="section.key=value overrides, e.g. optim.epochs=2")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Fine-tune an intent classifier (qlora | lora | full) and export a merged, vLLM-ready model."""
+    _quiet_libraries()
+    with user_errors():
+        from training.config import load_config
+        from training.train import train as run_training
+
+        extra = list(overrides or [])
+        if dataset is not None:
+            extra.append(f"data.dataset={dataset}")
+        if output is not None:
+            extra.append(f"output_dir={output}")
+        cfg = load_config(config, extra)
+        resume_from: str | bool | None = True if resume == "latest" else resume
+        if isinstance(resume_from, str) and not Path(resume_from).is_dir():
+            fail(f"--resume: checkpoint directory not found: {resume_from}")
+        result = run_training(cfg, resume=resume_from, progress=progress)
+    _print_metrics(result.metrics.get("test", result.metrics["validation"]), f"{result.output_dir}")
+    console.print(f"model written to [bold]{result.output_dir}[/]")
+
+
+@app.command()
+def evaluate(
+    model_dir: Annotated[Path, typer.Argument(help="An exported model directory.")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset to evaluate on.")],
+    split: Annotated[str, typer.Option(help="train | validation | test")] = "test",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write metrics.json + confusion_matrix.png here.")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON only.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Accuracy, macro-F1, per-intent scores, calibration (and out-of-scope) for a model dir."""
+    _quiet_libraries()
+    if not model_dir.is_dir():
+        fail(f"model directory not found: {model_dir}")
+    with user_errors():
+        from training.evaluate import evaluate_model_dir
+
+        metrics = evaluate_model_dir(model_dir, dataset, split=split, output_dir=output, progress=progress)
+    if json_out:
+        import json
+
+        print(json.dumps({k: v for k, v in metrics.items() if k != "confusion"}, indent=2))
+        return
+    _print_metrics(metrics, f"{model_dir} on {dataset} ({split})")
+
+
+def _print_metrics(metrics: dict[str, object], title: str) -> None:
+    from training.report import metrics_table, per_intent_table
+
+    console.print(metrics_table(metrics, title=title))  # type: ignore[arg-type]
+    console.print(per_intent_table(metrics, worst=5))  # type: ignore[arg-type]
+
+
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Switchboard training: datasets, model setup, training, evaluation, export and registry."""

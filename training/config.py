@@ -1,0 +1,163 @@
+"""Typed training configuration: dataclasses loaded from YAML, with `key=value` overrides.
+
+A preset is a YAML file whose sections mirror `TrainConfig`. Unknown keys and wrong types are
+errors that name the key (`ConfigError`), so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
+
+_STRICT = ConfigDict(extra="forbid")
+
+Method = Literal["qlora", "lora", "full"]
+Pooling = Literal["auto", "mean", "cls", "last"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a one-line message naming the key."""
+
+
+@dataclass(config=_STRICT)
+class ModelConfig:
+    base_model: str = "sentence-transformers/all-MiniLM-L6-v2"  # HF id or local directory
+    method: Method = "full"  # qlora: 4-bit base + LoRA; lora: LoRA on a 16/32-bit base; full
+    pooling: Pooling = "auto"  # auto: mean for encoders (BERT), last token for decoders (Llama)
+    max_length: int = 64  # tokens; customer queries are short
+    precision: Precision = "auto"  # compute dtype; auto: bf16 on a capable GPU, fp32 on CPU
+    gradient_checkpointing: bool = False
+
+
+@dataclass(config=_STRICT)
+class LoraSettings:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: str | list[str] = "all-linear"
+
+
+@dataclass(config=_STRICT)
+class QuantizationSettings:
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+
+
+@dataclass(config=_STRICT)
+class DataSettings:
+    dataset: str = "data/sample"  # path, or `banking77` / `clinc150` / a Hugging Face id
+    validation_fraction: float = 0.1  # carved (stratified) from train when there is none
+    seed: int = 42
+
+
+@dataclass(config=_STRICT)
+class OptimSettings:
+    epochs: float = 3.0
+    max_steps: int = -1  # > 0 overrides epochs (tests, smoke runs)
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    gradient_accumulation: int = 1
+    learning_rate: float = 5e-5
+    head_learning_rate: float | None = None  # classifier head (+ pooler); None: learning_rate
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
+    label_smoothing: float = 0.0
+    head_init: Literal["random", "linear_probe"] = "random"  # linear_probe: LP-FT warm start
+    early_stopping_patience: int = 0  # evaluations without macro-F1 gain; 0: off
+    evals_per_epoch: int = 1
+    logging_steps: int = 20
+    optimizer: str = "auto"  # auto: paged_adamw_8bit for qlora on GPU, adamw_torch otherwise
+    seed: int = 42
+
+
+@dataclass(config=_STRICT)
+class TrainConfig:
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    lora: LoraSettings = dataclasses.field(default_factory=LoraSettings)
+    quantization: QuantizationSettings = dataclasses.field(default_factory=QuantizationSettings)
+    data: DataSettings = dataclasses.field(default_factory=DataSettings)
+    optim: OptimSettings = dataclasses.field(default_factory=OptimSettings)
+    output_dir: str = "runs/model"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload,no-any-return]
+
+
+_ADAPTER = TypeAdapter(TrainConfig)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted!r}: {part!r} is not a section")
+        node = child
+    node[leaf] = value
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """`["optim.learning_rate=3e-5", "model.method=lora"]` -> nested dict (values parsed as YAML)."""
+    tree: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _first_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "<root>"
+    if first["type"] == "unexpected_keyword_argument" or first["type"] == "extra_forbidden":
+        return f"unknown config key {key!r}"
+    return f"config key {key!r}: {first['msg']} (got {first.get('input')!r})"
+
+
+def build_config(data: Mapping[str, Any], overrides: Iterable[str] = ()) -> TrainConfig:
+    merged = _merge(dict(data), parse_overrides(overrides))
+    try:
+        return _ADAPTER.validate_python(merged)
+    except ValidationError as err:
+        raise ConfigError(_first_error(err)) from None
+
+
+def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> TrainConfig:
+    """Load a YAML preset (or the defaults when `path` is None) and apply overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: invalid YAML ({err.__class__.__name__})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        data = loaded
+    return build_config(data, overrides)
+
+
+def dump_config(config: TrainConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

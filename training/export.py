@@ -1,0 +1,97 @@
+"""Export = merge: a self-contained model directory that transformers and vLLM both load.
+
+LoRA on vLLM classification models is not dependable; merged weights are. For QLoRA the base is
+reloaded in 16/32-bit (never the 4-bit weights), the adapter applied and `merge_and_unload()`ed.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from training.modeling import POOLING_CONFIG_KEY, BuiltModel, classifier_class
+
+# vLLM reads the pooling of a checkpoint from its sentence-transformers module list. It also
+# derives `use_activation` (softmax over the classify logits) from a Normalize module being
+# listed, so the list names one; without it `vllm serve` would return raw logits as "probs".
+_ST_MODULES = [
+    {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+    {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+]
+
+
+def merged_model(built: BuiltModel, trained: nn.Module, method: str) -> PreTrainedModel:
+    """The trained classifier as plain transformers weights (no adapter, no 4-bit layers)."""
+    if method == "full":
+        return trained  # type: ignore[return-value]
+    if method == "lora":
+        return trained.merge_and_unload()  # type: ignore[operator,no-any-return]
+    # qlora: save the adapter, reload the base unquantized, apply and merge
+    from peft import PeftModel
+
+    dtype = torch.bfloat16 if built.dtype == torch.bfloat16 else torch.float32
+    config = trained.config  # type: ignore[union-attr]
+    with tempfile.TemporaryDirectory() as tmp:
+        trained.save_pretrained(tmp)  # type: ignore[operator]
+        base = classifier_class(config, built.pooling).from_pretrained(
+            built.base_path,
+            num_labels=config.num_labels,
+            id2label=config.id2label,
+            label2id=config.label2id,
+            pad_token_id=config.pad_token_id,
+            dtype=dtype,
+        )
+        merged = PeftModel.from_pretrained(base, tmp).merge_and_unload()
+    return merged  # type: ignore[no-any-return]
+
+
+def _architecture(model: PreTrainedModel, pooling: str) -> str:
+    # the mean-pooling subclass is saved under the stock name; vLLM picks MEAN from modules.json
+    return "BertForSequenceClassification" if pooling == "mean" else type(model).__name__
+
+
+def save_model_dir(built: BuiltModel, model: PreTrainedModel, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.config.architectures = [_architecture(model, built.pooling)]
+    model.config.pad_token_id = built.tokenizer.pad_token_id
+    setattr(model.config, POOLING_CONFIG_KEY, built.pooling)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    built.tokenizer.save_pretrained(out_dir)
+    if built.pooling in ("mean", "cls"):
+        write_pooling_files(out_dir, model.config.hidden_size, built.pooling)
+    return out_dir
+
+
+def write_pooling_files(out_dir: Path, hidden_size: int, pooling: str) -> None:
+    (out_dir / "modules.json").write_text(json.dumps(_ST_MODULES, indent=2))
+    pool_dir = out_dir / "1_Pooling"
+    pool_dir.mkdir(exist_ok=True)
+    pool_cfg = {
+        "word_embedding_dimension": hidden_size,
+        "pooling_mode_cls_token": pooling == "cls",
+        "pooling_mode_mean_tokens": pooling == "mean",
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+    }
+    (pool_dir / "config.json").write_text(json.dumps(pool_cfg, indent=2))
+    (out_dir / "2_Normalize").mkdir(exist_ok=True)
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def write_routes(routes: dict[str, str], out_dir: Path) -> None:
+    """Ship the dataset's route map (intent -> department) with the model."""
+    import yaml
+
+    if routes:
+        text = "# intent -> route (department), from the training dataset\n"
+        (out_dir / "routes.yaml").write_text(text + yaml.safe_dump({"routes": routes}, sort_keys=True))

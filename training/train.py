@@ -1,0 +1,212 @@
+"""`switchboard train`: data -> model -> train -> export (merge) -> evaluate, in that order.
+
+The output directory holds the merged model (vLLM-loadable), its tokenizer and label map,
+`metrics.json` (validation and test), the resolved `config.yaml`, a model card `README.md`,
+`confusion_matrix.png`, the route map when the dataset has one, and `checkpoints/` (resumable).
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from transformers import (
+    DataCollatorWithPadding,
+    EarlyStoppingCallback,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+from training.config import TrainConfig, dump_config
+from training.data import IntentDataset, Split, load_dataset
+from training.evaluate import evaluate_split, write_evaluation
+from training.export import merged_model, save_model_dir, write_json, write_routes
+from training.head_init import linear_probe_init
+from training.metrics import trainer_compute_metrics
+from training.model_card import write_model_card
+from training.modeling import BuiltModel, apply_lora, build_classifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    metrics: dict[str, Any]
+
+
+def train(config: TrainConfig, *, resume: str | bool | None = None, progress: bool = True) -> TrainResult:
+    out = Path(config.output_dir)
+    set_seed(config.optim.seed)
+    started = time.perf_counter()
+
+    # 1. Data: read, validate, split; the label map is fixed here and saved with the model.
+    data = load_dataset(
+        config.data.dataset,
+        validation_fraction=config.data.validation_fraction,
+        seed=config.data.seed,
+    )
+    for warning in data.report.warnings:
+        log.warning("%s", warning)
+
+    # 2. Model: base (4-bit for qlora) + classification head; LP-FT head warm start; LoRA.
+    built = build_classifier(config.model, config.lora, config.quantization, data.label_map)
+    if config.optim.head_init == "linear_probe" and resume is None:
+        linear_probe_init(
+            built.model,
+            built.tokenizer,
+            data.train.texts,
+            data.label_map.encode(data.train.labels),
+            max_length=config.model.max_length,
+            progress=progress,
+        )
+    apply_lora(built, config.model, config.lora)
+
+    # 3. Train: best checkpoint on validation macro-F1, early stopping, resumable.
+    trainer = _trainer(config, built, data, out / "checkpoints", progress)
+    train_output = trainer.train(resume_from_checkpoint=resume)
+    train_seconds = time.perf_counter() - started
+
+    # 4. Export: merge the adapter into 16/32-bit weights, save model + tokenizer + label map.
+    model = merged_model(built, trainer.model, config.model.method)
+    save_model_dir(built, model, out)
+    write_routes(data.routes, out)
+    dump_config(config, out / "config.yaml")
+
+    # 5. Evaluate the exported weights on validation and test; metrics, picture, model card.
+    metrics: dict[str, Any] = {
+        "validation": evaluate_split(model, built.tokenizer, data.validation, data.label_map.labels,
+                                     max_length=config.model.max_length, progress=progress),
+    }
+    if data.test is not None:
+        metrics["test"] = evaluate_split(model, built.tokenizer, data.test, data.label_map.labels,
+                                         max_length=config.model.max_length, progress=progress)
+    metrics["training"] = _training_facts(config, data, train_output, train_seconds)
+    write_json(out / "metrics.json", metrics)
+    headline = metrics.get("test", metrics["validation"])
+    write_evaluation(headline, data.label_map.labels, out, title=f"{data.name} ({'test' if data.test else 'validation'})")
+    write_model_card(out, config, data, metrics)
+    return TrainResult(out, metrics)
+
+
+def _tokenized(split: Split, data: IntentDataset, tokenizer: PreTrainedTokenizerBase, max_length: int) -> Dataset:
+    ds = Dataset.from_dict({"text": split.texts, "labels": data.label_map.encode(split.labels)})
+    return ds.map(
+        lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
+        batched=True,
+        remove_columns=["text"],
+    )
+
+
+def _trainer(config: TrainConfig, built: BuiltModel, data: IntentDataset, ckpt_dir: Path, progress: bool) -> Trainer:
+    opt = config.optim
+    on_gpu = torch.cuda.is_available()
+    steps_per_epoch = max(1, len(data.train) // (opt.batch_size * opt.gradient_accumulation))
+    strategy: dict[str, Any] = {"eval_strategy": "epoch", "save_strategy": "epoch"}
+    if opt.evals_per_epoch > 1 or 0 < opt.max_steps < steps_per_epoch:
+        every = max(1, steps_per_epoch // max(1, opt.evals_per_epoch))
+        if opt.max_steps > 0:
+            every = min(every, opt.max_steps)
+        strategy = {"eval_strategy": "steps", "save_strategy": "steps", "eval_steps": every, "save_steps": every}
+    optim = opt.optimizer
+    if optim == "auto":
+        optim = "paged_adamw_8bit" if config.model.method == "qlora" and on_gpu else "adamw_torch"
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir),
+        per_device_train_batch_size=opt.batch_size,
+        per_device_eval_batch_size=opt.eval_batch_size,
+        gradient_accumulation_steps=opt.gradient_accumulation,
+        num_train_epochs=opt.epochs,
+        max_steps=opt.max_steps,
+        learning_rate=opt.learning_rate,
+        weight_decay=opt.weight_decay,
+        warmup_steps=opt.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        lr_scheduler_type=opt.lr_scheduler,
+        label_smoothing_factor=opt.label_smoothing,
+        optim=optim,
+        bf16=on_gpu and built.dtype == torch.bfloat16,
+        fp16=on_gpu and built.dtype == torch.float16,
+        load_best_model_at_end=True,
+        metric_for_best_model="macro_f1",
+        greater_is_better=True,
+        save_total_limit=2,
+        logging_steps=opt.logging_steps,
+        seed=opt.seed,
+        data_seed=opt.seed,
+        train_sampling_strategy="group_by_length",
+        report_to="none",
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+        use_cpu=not on_gpu,
+        **strategy,
+    )
+    callbacks = []
+    if opt.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=opt.early_stopping_patience))
+    trainer = Trainer(
+        model=built.model,
+        args=args,
+        train_dataset=_tokenized(data.train, data, built.tokenizer, config.model.max_length),
+        eval_dataset=_tokenized(data.validation, data, built.tokenizer, config.model.max_length),
+        data_collator=DataCollatorWithPadding(built.tokenizer),
+        compute_metrics=trainer_compute_metrics,
+        callbacks=callbacks,
+        optimizer_cls_and_kwargs=_head_lr_optimizer(config, built),
+    )
+    return trainer
+
+
+def _head_lr_optimizer(config: TrainConfig, built: BuiltModel) -> Any:
+    """AdamW with a separate learning rate for the head, when one is configured."""
+    opt = config.optim
+    if opt.head_learning_rate is None:
+        return None
+    head, body_decay, body_nodecay = [], [], []
+    for name, param in built.model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if any(f".{h}." in f".{name}" for h in built.head_modules):
+            head.append(param)
+        elif param.ndim < 2:
+            body_nodecay.append(param)
+        else:
+            body_decay.append(param)
+    groups = [
+        {"params": body_decay, "weight_decay": opt.weight_decay},
+        {"params": body_nodecay, "weight_decay": 0.0},
+        {"params": head, "weight_decay": opt.weight_decay, "lr": opt.head_learning_rate},
+    ]
+    return torch.optim.AdamW, {"params": groups, "lr": opt.learning_rate}
+
+
+def _peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _training_facts(config: TrainConfig, data: IntentDataset, output: Any, seconds: float) -> dict[str, Any]:
+    return {
+        "dataset": data.name,
+        "dataset_fingerprint": data.fingerprint,
+        "base_model": config.model.base_model,
+        "method": config.model.method,
+        "train_examples": len(data.train),
+        "validation_examples": len(data.validation),
+        "test_examples": len(data.test) if data.test is not None else 0,
+        "num_labels": len(data.label_map),
+        "train_loss": float(output.training_loss),
+        "global_steps": int(output.global_step),
+        "train_seconds": round(seconds, 1),
+        "peak_memory_mb": round(_peak_memory_mb(), 1),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "torch_threads": torch.get_num_threads(),
+    }
