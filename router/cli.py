@@ -120,6 +120,33 @@ def evaluate(
     _print_metrics(metrics, f"{model_dir} on {dataset} ({split})")
 
 
+@app.command("check-vllm")
+def check_vllm(
+    model_dir: Annotated[Path, typer.Argument(help="An exported model directory.")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset whose texts to compare on.")],
+    split: Annotated[str, typer.Option(help="train | validation | test")] = "test",
+    dtype: Annotated[str, typer.Option(help="vLLM dtype: auto | float32 | bfloat16")] = "auto",
+    max_length: Annotated[int, typer.Option(help="Truncate texts to this many tokens.")] = 64,
+) -> None:
+    """Load MODEL_DIR in vLLM (pooling runner, classify) and compare with transformers (>= 99.5%)."""
+    _quiet_libraries()
+    if not model_dir.is_dir():
+        fail(f"model directory not found: {model_dir}")
+    with user_errors():
+        import json
+
+        from serving.agreement import vllm_agreement
+        from training.data import DatasetError, load_dataset
+
+        splits = load_dataset(dataset).splits()
+        if split not in splits:
+            raise DatasetError(f"dataset {dataset!r} has no {split!r} split")
+        report = vllm_agreement(model_dir, splits[split].texts, max_length=max_length, dtype=dtype)
+    print(json.dumps(report))
+    if not report["passed"]:
+        fail(f"vLLM agrees with transformers on {report['agreement']:.2%} only", code=1)
+
+
 def _print_metrics(metrics: dict[str, object], title: str) -> None:
     from training.report import metrics_table, per_intent_table
 

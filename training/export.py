@@ -59,10 +59,14 @@ def _architecture(model: PreTrainedModel, pooling: str) -> str:
 
 def save_model_dir(built: BuiltModel, model: PreTrainedModel, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.config.architectures = [_architecture(model, built.pooling)]
     model.config.pad_token_id = built.tokenizer.pad_token_id
     setattr(model.config, POOLING_CONFIG_KEY, built.pooling)
     model.save_pretrained(out_dir, safe_serialization=True)
+    # save_pretrained writes the Python class name; vLLM needs the stock architecture name
+    config_file = out_dir / "config.json"
+    config = json.loads(config_file.read_text())
+    config["architectures"] = [_architecture(model, built.pooling)]
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     built.tokenizer.save_pretrained(out_dir)
     if built.pooling in ("mean", "cls"):
         write_pooling_files(out_dir, model.config.hidden_size, built.pooling)

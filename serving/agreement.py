@@ -1,0 +1,52 @@
+"""Does vLLM serve the exported model as transformers computes it? Argmax agreement on a split."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serving.offline import classify_texts, labels_of, open_llm
+
+REQUIRED_AGREEMENT = 0.995
+
+
+def vllm_agreement(
+    model_dir: str | Path,
+    texts: Sequence[str],
+    *,
+    max_length: int = 128,
+    dtype: str = "auto",
+    eager: bool = True,
+    progress: bool = False,
+) -> dict[str, Any]:
+    from training.modeling import load_classifier
+    from training.predict import predict_proba
+
+    model, tokenizer = load_classifier(model_dir)
+    hf_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    hf = predict_proba(model, tokenizer, texts, max_length=max_length, progress=progress)
+    del model
+    gc.collect()
+
+    llm = open_llm(model_dir, max_model_len=max_length + 8, dtype=dtype, eager=eager)
+    try:
+        served = classify_texts(llm, texts, max_length=max_length, progress=progress)
+        vllm_labels = labels_of(llm)
+        vllm_dtype = str(llm.llm_engine.model_config.dtype).removeprefix("torch.")
+    finally:
+        del llm
+        gc.collect()
+    agree = hf.argmax(axis=1) == served.argmax(axis=1)
+    return {
+        "n": len(texts),
+        "agreement": float(agree.mean()),
+        "disagreements": int((~agree).sum()),
+        "max_abs_prob_diff": float(np.abs(hf - served).max()),
+        "labels_match": hf_labels == vllm_labels,
+        "vllm_dtype": vllm_dtype,
+        "passed": bool(agree.mean() >= REQUIRED_AGREEMENT and hf_labels == vllm_labels),
+    }
