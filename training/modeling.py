@@ -106,8 +106,8 @@ def load_classifier(model_dir: str | Path, *, dtype: torch.dtype = torch.float32
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"not a model directory (no config.json): {path}")
     config = AutoConfig.from_pretrained(path)
-    if not config.id2label or len(config.id2label) < 2:
-        raise ModelLoadError(f"{path} has no label map (config.id2label); is it a classifier?")
+    if not any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
+        raise ModelLoadError(f"{path} is not a classifier with a label map (see `switchboard train`)")
     pooling = resolve_pooling("auto", config)
     model = classifier_class(config, pooling).from_pretrained(path, dtype=dtype)
     model.eval()
