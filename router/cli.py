@@ -52,7 +52,9 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML preset (configs/*.yaml).")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML preset (configs/*.yaml).")
+]
 DatasetOpt = Annotated[
     str | None,
     typer.Option("--dataset", "-d", help="Dataset dir/file, `banking77`, `clinc150` or a hub id."),
@@ -63,7 +65,9 @@ DatasetOpt = Annotated[
 def train(
     config: ConfigOpt = None,
     dataset: DatasetOpt = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output model directory.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Output model directory.")
+    ] = None,
     resume: Annotated[
         str | None,
         typer.Option(help="Resume from a checkpoint dir, or `latest` for the newest in OUTPUT."),
@@ -99,9 +103,12 @@ def evaluate(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset to evaluate on.")],
     split: Annotated[str, typer.Option(help="train | validation | test")] = "test",
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write metrics.json + confusion_matrix.png here.")
+        Path | None,
+        typer.Option("--output", "-o", help="Write metrics.json + confusion_matrix.png here."),
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON only.")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the metrics as JSON only.")
+    ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Accuracy, macro-F1, per-intent scores, calibration (and out-of-scope) for a model dir."""
@@ -111,7 +118,9 @@ def evaluate(
     with user_errors():
         from training.evaluate import evaluate_model_dir
 
-        metrics = evaluate_model_dir(model_dir, dataset, split=split, output_dir=output, progress=progress)
+        metrics = evaluate_model_dir(
+            model_dir, dataset, split=split, output_dir=output, progress=progress
+        )
     if json_out:
         import json
 
@@ -123,7 +132,9 @@ def evaluate(
 @app.command("check-vllm")
 def check_vllm(
     model_dir: Annotated[Path, typer.Argument(help="An exported model directory.")],
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset whose texts to compare on.")],
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", help="Dataset whose texts to compare on.")
+    ],
     split: Annotated[str, typer.Option(help="train | validation | test")] = "test",
     dtype: Annotated[str, typer.Option(help="vLLM dtype: auto | float32 | bfloat16")] = "auto",
     max_length: Annotated[int, typer.Option(help="Truncate texts to this many tokens.")] = 64,
@@ -154,6 +165,91 @@ def _print_metrics(metrics: dict[str, object], title: str) -> None:
     console.print(per_intent_table(metrics, worst=5))  # type: ignore[arg-type]
 
 
+@app.command()
+def serve(
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", "-m", help="Exported model directory (or SWITCHBOARD_MODEL_DIR)."),
+    ] = None,
+    engine: Annotated[
+        str | None, typer.Option(help="local (in-process vLLM, default) | remote (a vllm server).")
+    ] = None,
+    url: Annotated[str | None, typer.Option(help="vLLM server URL for --engine remote.")] = None,
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default 8000).")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Settings YAML; SWITCHBOARD_* env vars override it."),
+    ] = None,
+) -> None:
+    """Serve the routing API: FastAPI on uvicorn, the model on vLLM, request log, /metrics."""
+    _quiet_libraries()
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin
+    from router.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(
+            config, model_dir=model, engine=engine, engine_url=url, host=host, port=port
+        )
+    except SettingsError as err:
+        fail(str(err))
+    _check_serving(settings)
+
+    import signal
+
+    import uvicorn
+
+    from router.app import build_app
+
+    application = build_app(settings)
+    failures: list[str] = []
+
+    def stop_on_failure(message: str) -> None:  # a model that cannot load: exit, do not idle
+        failures.append(message)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    application.state.runtime.on_load_failure = stop_on_failure
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=settings.access_log,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)),
+    )
+    if failures:
+        fail(f"model failed to load: {failures[0]}", code=1)
+
+
+def _check_serving(settings: object) -> None:
+    """Model dir, route map and database checked before vLLM spends a minute loading."""
+    from router.policy import PolicyError, build_policy
+    from router.settings import Settings
+    from router.store import StoreError, create_db_engine, migrate
+    from serving.engine import ModelDirError, read_model_info
+
+    assert isinstance(settings, Settings)
+    if settings.model_dir is None:
+        fail("no model: pass --model DIR or set SWITCHBOARD_MODEL_DIR")
+    if not settings.model_dir.is_dir():
+        fail(f"model directory not found: {settings.model_dir}")
+    try:
+        info = read_model_info(settings.model_dir)
+        build_policy(
+            info.labels,
+            routes_file=settings.routes_file,
+            model_routes=info.routes,
+            oos_labels=settings.oos_labels,
+        )
+        db = create_db_engine(settings.database_url)
+        try:
+            migrate(db)
+        finally:
+            db.dispose()
+    except (ModelDirError, PolicyError, StoreError) as err:
+        fail(str(err))
 
 
 if __name__ == "__main__":

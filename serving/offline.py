@@ -41,7 +41,9 @@ def open_llm(
     return LLM(**engine_kwargs(model_dir, max_model_len=max_model_len, dtype=dtype, eager=eager))
 
 
-def classify_texts(llm: Any, texts: Sequence[str], *, max_length: int = 128, progress: bool = False) -> np.ndarray:
+def classify_texts(
+    llm: Any, texts: Sequence[str], *, max_length: int = 128, progress: bool = False
+) -> np.ndarray:
     """(N, C) class probabilities from vLLM, texts truncated like the transformers path."""
     outputs = llm.classify(
         list(texts),

@@ -37,7 +37,9 @@ def _sample_texts() -> list[str]:
     return texts
 
 
-def build_tiny_llama(path: Path, *, hidden_size: int = 64, layers: int = 2, vocab_size: int = 600) -> Path:
+def build_tiny_llama(
+    path: Path, *, hidden_size: int = 64, layers: int = 2, vocab_size: int = 600
+) -> Path:
     """A random LlamaForCausalLM (the shape of a hub base model) + a byte-level BPE tokenizer
     trained here on the sample texts, with Llama 3's special-token names."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers

@@ -45,7 +45,10 @@ def test_dataset_missing_column(tmp_path: Path) -> None:
 
 
 def test_evaluate_missing_model_dir(tmp_path: Path) -> None:
-    _fails(["evaluate", str(tmp_path / "missing"), "--dataset", "data/sample"], "model directory not found")
+    _fails(
+        ["evaluate", str(tmp_path / "missing"), "--dataset", "data/sample"],
+        "model directory not found",
+    )
 
 
 def test_evaluate_dir_that_is_not_a_model(tmp_path: Path) -> None:
@@ -60,7 +63,9 @@ def test_resume_missing_checkpoint(tmp_path: Path) -> None:
 def test_real_process_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "router.cli", "train", "--config", str(tmp_path / "x.yaml")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr

@@ -16,7 +16,9 @@ def test_presets_load_and_open_with_their_command(preset: Path) -> None:
     config = load_config(preset)
     assert config.model.method in {"qlora", "lora", "full"}
     head = preset.read_text().splitlines()[:6]
-    assert any(f"--config configs/{preset.name}" in line for line in head), "preset must open with its command"
+    assert any(f"--config configs/{preset.name}" in line for line in head), (
+        "preset must open with its command"
+    )
 
 
 def test_llama_preset_is_the_qlora_recipe() -> None:
@@ -29,7 +31,9 @@ def test_llama_preset_is_the_qlora_recipe() -> None:
 
 
 def test_overrides_are_typed_and_nested() -> None:
-    config = build_config({}, ["optim.learning_rate=3e-5", "model.method=lora", "lora.r=8", "output_dir=x"])
+    config = build_config(
+        {}, ["optim.learning_rate=3e-5", "model.method=lora", "lora.r=8", "output_dir=x"]
+    )
     assert config.optim.learning_rate == pytest.approx(3e-5)
     assert config.model.method == "lora" and config.lora.r == 8 and config.output_dir == "x"
 

@@ -18,8 +18,16 @@ from training.train import train
 
 pytestmark = pytest.mark.slow
 
-EXPORTED = ["config.json", "model.safetensors", "tokenizer.json", "metrics.json", "config.yaml",
-            "README.md", "confusion_matrix.png", "routes.yaml"]
+EXPORTED = [
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "metrics.json",
+    "config.yaml",
+    "README.md",
+    "confusion_matrix.png",
+    "routes.yaml",
+]
 
 
 def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
@@ -51,7 +59,9 @@ def _assert_exported(out: Path, n_labels: int) -> dict:
     return metrics
 
 
-def test_qlora_tiny_llama_train_export_serve_in_vllm(tiny_llama: Path, sample_dir: Path, tmp_path: Path) -> None:
+def test_qlora_tiny_llama_train_export_serve_in_vllm(
+    tiny_llama: Path, sample_dir: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "llama-qlora"
     cfg = build_config(
         {
@@ -73,9 +83,19 @@ def test_qlora_tiny_llama_train_export_serve_in_vllm(tiny_llama: Path, sample_di
 def test_minilm_train_evaluate_and_serve(method: str, sample_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / f"minilm-{method}"
     lr = "1e-4" if method == "full" else "1e-3"
-    done = _cli("train", "--config", "configs/minilm-cpu.yaml", "--dataset", str(sample_dir),
-                "--output", str(out), "--no-progress", f"model.method={method}",
-                "optim.epochs=3", f"optim.learning_rate={lr}")
+    done = _cli(
+        "train",
+        "--config",
+        "configs/minilm-cpu.yaml",
+        "--dataset",
+        str(sample_dir),
+        "--output",
+        str(out),
+        "--no-progress",
+        f"model.method={method}",
+        "optim.epochs=3",
+        f"optim.learning_rate={lr}",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = _assert_exported(out, 10)
     # a pretrained sentence encoder separates ten support intents well above chance (10%)

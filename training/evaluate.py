@@ -37,7 +37,9 @@ def evaluate_split(
     return compute_metrics([index[label] for label in split.labels], probs, list(model_labels))
 
 
-def write_evaluation(metrics: dict[str, Any], labels: Sequence[str], out_dir: Path, *, title: str) -> Path:
+def write_evaluation(
+    metrics: dict[str, Any], labels: Sequence[str], out_dir: Path, *, title: str
+) -> Path:
     """The confusion matrix picture next to the metrics."""
     return plot_confusion_matrix(metrics, labels, out_dir / "confusion_matrix.png", title=title)
 
@@ -56,9 +58,13 @@ def evaluate_model_dir(
     data = load_dataset(dataset) if isinstance(dataset, str) else dataset
     splits = data.splits()
     if split not in splits:
-        raise DatasetError(f"dataset {data.name!r} has no {split!r} split (has: {', '.join(splits)})")
+        raise DatasetError(
+            f"dataset {data.name!r} has no {split!r} split (has: {', '.join(splits)})"
+        )
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    metrics = evaluate_split(model, tokenizer, splits[split], labels, max_length=max_length, progress=progress)
+    metrics = evaluate_split(
+        model, tokenizer, splits[split], labels, max_length=max_length, progress=progress
+    )
     metrics["model_dir"] = str(model_dir)
     metrics["dataset"] = data.name
     metrics["split"] = split

@@ -23,7 +23,12 @@ from training.modeling import POOLING_CONFIG_KEY, BuiltModel, classifier_class
 _ST_MODULES = [
     {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
     {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-    {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    {
+        "idx": 2,
+        "name": "2",
+        "path": "2_Normalize",
+        "type": "sentence_transformers.models.Normalize",
+    },
 ]
 
 
@@ -98,4 +103,6 @@ def write_routes(routes: dict[str, str], out_dir: Path) -> None:
 
     if routes:
         text = "# intent -> route (department), from the training dataset\n"
-        (out_dir / "routes.yaml").write_text(text + yaml.safe_dump({"routes": routes}, sort_keys=True))
+        (out_dir / "routes.yaml").write_text(
+            text + yaml.safe_dump({"routes": routes}, sort_keys=True)
+        )

@@ -47,7 +47,9 @@ def head_features(
     device = next(model.parameters()).device
     rows: list[np.ndarray] = []
     try:
-        for start in tqdm(range(0, len(texts), batch_size), desc="probe features", disable=not progress):
+        for start in tqdm(
+            range(0, len(texts), batch_size), desc="probe features", disable=not progress
+        ):
             enc = tokenizer(
                 list(texts[start : start + batch_size]),
                 padding=True,
@@ -85,7 +87,10 @@ def linear_probe_init(
     probe.fit(features, y)
     coef, intercept = probe.coef_, probe.intercept_
     if len(probe.classes_) == 2:  # binary: one logit difference -> two symmetric softmax rows
-        coef, intercept = np.vstack([-coef / 2, coef / 2]), np.hstack([-intercept / 2, intercept / 2])
+        coef, intercept = (
+            np.vstack([-coef / 2, coef / 2]),
+            np.hstack([-intercept / 2, intercept / 2]),
+        )
     weight = np.zeros((head.out_features, head.in_features), dtype=np.float32)
     weight[probe.classes_] = coef
     with torch.no_grad():

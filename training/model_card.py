@@ -10,7 +10,9 @@ from training.data import IntentDataset
 from training.report import metrics_markdown
 
 
-def write_model_card(out_dir: Path, config: TrainConfig, data: IntentDataset, metrics: dict[str, Any]) -> Path:
+def write_model_card(
+    out_dir: Path, config: TrainConfig, data: IntentDataset, metrics: dict[str, Any]
+) -> Path:
     facts = metrics["training"]
     sections = [
         f"# Switchboard intent classifier: {data.name}",
@@ -28,7 +30,12 @@ def write_model_card(out_dir: Path, config: TrainConfig, data: IntentDataset, me
     ]
     for split in ("test", "validation"):
         if split in metrics:
-            sections += [f"## {split.capitalize()} metrics", "", metrics_markdown(metrics[split]), ""]
+            sections += [
+                f"## {split.capitalize()} metrics",
+                "",
+                metrics_markdown(metrics[split]),
+                "",
+            ]
     sections += [
         "Per-intent precision/recall/F1 and calibration are in `metrics.json`; the confusion matrix",
         "is `confusion_matrix.png`.",
@@ -46,7 +53,8 @@ def write_model_card(out_dir: Path, config: TrainConfig, data: IntentDataset, me
         "| --- | --- | --- |",
     ]
     sections += [
-        f"| {i} | {label} | {data.routes.get(label, '')} |" for i, label in enumerate(data.label_map.labels)
+        f"| {i} | {label} | {data.routes.get(label, '')} |"
+        for i, label in enumerate(data.label_map.labels)
     ]
     path = out_dir / "README.md"
     path.write_text("\n".join(sections) + "\n")

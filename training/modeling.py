@@ -28,8 +28,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from training.config import ModelConfig, Pooling, QuantizationSettings
 from training.config import LoraSettings as LoraSettingsConfig
+from training.config import ModelConfig, Pooling, QuantizationSettings
 from training.data import LabelMap
 from training.mean_pool_bert import MeanPoolBertForSequenceClassification, init_pooler_identity
 
@@ -59,9 +59,15 @@ def resolve_base_model(name: str) -> str:
 
 def is_decoder(config: PretrainedConfig) -> bool:
     archs = getattr(config, "architectures", None) or []
-    return config.model_type in {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3"} or any(
-        a.endswith("ForCausalLM") for a in archs
-    )
+    return config.model_type in {
+        "llama",
+        "mistral",
+        "qwen2",
+        "qwen3",
+        "gemma",
+        "gemma2",
+        "phi3",
+    } or any(a.endswith("ForCausalLM") for a in archs)
 
 
 def resolve_pooling(pooling: Pooling, config: PretrainedConfig) -> str:
@@ -73,7 +79,9 @@ def resolve_pooling(pooling: Pooling, config: PretrainedConfig) -> str:
     if not is_decoder(config) and pooling == "last":
         raise ModelLoadError("model.pooling='last' is for decoders; encoders take 'mean' or 'cls'")
     if pooling == "mean" and config.model_type != "bert":
-        raise ModelLoadError(f"mean pooling is implemented for BERT encoders, not {config.model_type}")
+        raise ModelLoadError(
+            f"mean pooling is implemented for BERT encoders, not {config.model_type}"
+        )
     return pooling
 
 
@@ -97,17 +105,25 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
 
 
 def classifier_class(config: PretrainedConfig, pooling: str) -> Any:
-    return MeanPoolBertForSequenceClassification if pooling == "mean" else AutoModelForSequenceClassification
+    return (
+        MeanPoolBertForSequenceClassification
+        if pooling == "mean"
+        else AutoModelForSequenceClassification
+    )
 
 
-def load_classifier(model_dir: str | Path, *, dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_classifier(
+    model_dir: str | Path, *, dtype: torch.dtype = torch.float32
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load an exported (merged) Switchboard model for inference with transformers."""
     path = Path(model_dir)
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"not a model directory (no config.json): {path}")
     config = AutoConfig.from_pretrained(path)
     if not any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
-        raise ModelLoadError(f"{path} is not a classifier with a label map (see `switchboard train`)")
+        raise ModelLoadError(
+            f"{path} is not a classifier with a label map (see `switchboard train`)"
+        )
     pooling = resolve_pooling("auto", config)
     model = classifier_class(config, pooling).from_pretrained(path, dtype=dtype)
     model.eval()
@@ -156,7 +172,9 @@ def build_classifier(
     pooling = resolve_pooling(cfg.pooling, base_config)
     dtype = compute_dtype(cfg.precision)
     tokenizer = load_tokenizer(base_path)
-    fresh_head = not any(a.endswith("ForSequenceClassification") for a in base_config.architectures or [])
+    fresh_head = not any(
+        a.endswith("ForSequenceClassification") for a in base_config.architectures or []
+    )
 
     kwargs: dict[str, Any] = {
         "num_labels": len(labels),

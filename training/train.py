@@ -43,7 +43,9 @@ class TrainResult:
     metrics: dict[str, Any]
 
 
-def train(config: TrainConfig, *, resume: str | bool | None = None, progress: bool = True) -> TrainResult:
+def train(
+    config: TrainConfig, *, resume: str | bool | None = None, progress: bool = True
+) -> TrainResult:
     out = Path(config.output_dir)
     set_seed(config.optim.seed)
     started = time.perf_counter()
@@ -83,21 +85,40 @@ def train(config: TrainConfig, *, resume: str | bool | None = None, progress: bo
 
     # 5. Evaluate the exported weights on validation and test; metrics, picture, model card.
     metrics: dict[str, Any] = {
-        "validation": evaluate_split(model, built.tokenizer, data.validation, data.label_map.labels,
-                                     max_length=config.model.max_length, progress=progress),
+        "validation": evaluate_split(
+            model,
+            built.tokenizer,
+            data.validation,
+            data.label_map.labels,
+            max_length=config.model.max_length,
+            progress=progress,
+        ),
     }
     if data.test is not None:
-        metrics["test"] = evaluate_split(model, built.tokenizer, data.test, data.label_map.labels,
-                                         max_length=config.model.max_length, progress=progress)
+        metrics["test"] = evaluate_split(
+            model,
+            built.tokenizer,
+            data.test,
+            data.label_map.labels,
+            max_length=config.model.max_length,
+            progress=progress,
+        )
     metrics["training"] = _training_facts(config, data, train_output, train_seconds)
     write_json(out / "metrics.json", metrics)
     headline = metrics.get("test", metrics["validation"])
-    write_evaluation(headline, data.label_map.labels, out, title=f"{data.name} ({'test' if data.test else 'validation'})")
+    write_evaluation(
+        headline,
+        data.label_map.labels,
+        out,
+        title=f"{data.name} ({'test' if data.test else 'validation'})",
+    )
     write_model_card(out, config, data, metrics)
     return TrainResult(out, metrics)
 
 
-def _tokenized(split: Split, data: IntentDataset, tokenizer: PreTrainedTokenizerBase, max_length: int) -> Dataset:
+def _tokenized(
+    split: Split, data: IntentDataset, tokenizer: PreTrainedTokenizerBase, max_length: int
+) -> Dataset:
     ds = Dataset.from_dict({"text": split.texts, "labels": data.label_map.encode(split.labels)})
     return ds.map(
         lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
@@ -106,7 +127,9 @@ def _tokenized(split: Split, data: IntentDataset, tokenizer: PreTrainedTokenizer
     )
 
 
-def _trainer(config: TrainConfig, built: BuiltModel, data: IntentDataset, ckpt_dir: Path, progress: bool) -> Trainer:
+def _trainer(
+    config: TrainConfig, built: BuiltModel, data: IntentDataset, ckpt_dir: Path, progress: bool
+) -> Trainer:
     opt = config.optim
     on_gpu = torch.cuda.is_available()
     steps_per_epoch = max(1, len(data.train) // (opt.batch_size * opt.gradient_accumulation))
@@ -115,7 +138,12 @@ def _trainer(config: TrainConfig, built: BuiltModel, data: IntentDataset, ckpt_d
         every = max(1, steps_per_epoch // max(1, opt.evals_per_epoch))
         if opt.max_steps > 0:
             every = min(every, opt.max_steps)
-        strategy = {"eval_strategy": "steps", "save_strategy": "steps", "eval_steps": every, "save_steps": every}
+        strategy = {
+            "eval_strategy": "steps",
+            "save_strategy": "steps",
+            "eval_steps": every,
+            "save_steps": every,
+        }
     optim = opt.optimizer
     if optim == "auto":
         optim = "paged_adamw_8bit" if config.model.method == "qlora" and on_gpu else "adamw_torch"
@@ -193,7 +221,9 @@ def _peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def _training_facts(config: TrainConfig, data: IntentDataset, output: Any, seconds: float) -> dict[str, Any]:
+def _training_facts(
+    config: TrainConfig, data: IntentDataset, output: Any, seconds: float
+) -> dict[str, Any]:
     return {
         "dataset": data.name,
         "dataset_fingerprint": data.fingerprint,

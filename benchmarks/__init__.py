@@ -1,0 +1,1 @@
+"""Benchmark scripts; results go to benchmarks/results/*.json and docs/BENCHMARKS.md."""

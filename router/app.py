@@ -1,0 +1,327 @@
+"""The FastAPI app factory: `build_app(settings)`.
+
+Startup (lifespan), in order:
+1. Open the store and apply migrations; a database that cannot be reached fails startup.
+2. Start the request-log writer.
+3. Load the model in the background: the engine opens (tens of seconds for vLLM), the policy
+   is built from its labels and route map, and one warm-up classification must succeed
+   before `/readyz` says ready. Meanwhile the server already answers `/livez` (the process is
+   up) and `/readyz` with 503, as orchestrators expect.
+Shutdown: uvicorn first stops accepting and lets in-flight requests finish; then the writer
+flushes everything queued and the engine closes.
+
+`Runtime` (on `app.state.runtime`) is everything a request needs. The loaded model lives in
+one `LoadedModel` reference, so a future hot swap replaces a single attribute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from time import perf_counter, time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from fastapi import FastAPI
+
+from router.errors import error_body, install_error_handlers, timed_out, unavailable
+from router.metrics import ENDPOINTS, OTHER, UNCOUNTED, RouterMetrics
+from router.policy import Decision, Policy, build_policy
+from router.settings import Settings
+from router.store import RequestLog, RequestRecord, WriterHooks, create_db_engine, migrate
+from router.store import new_request_id as _new_id
+
+if TYPE_CHECKING:
+    from serving.engine import Engine, ModelInfo
+
+log = logging.getLogger(__name__)
+
+EngineFactory = Callable[[Settings], Awaitable["Engine"]]
+T0 = "switchboard.t0"  # ASGI scope keys shared by the middleware and the handlers
+ENGINE_S = "switchboard.engine_s"
+_ENDPOINTS = frozenset(ENDPOINTS)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    engine: Engine
+    info: ModelInfo
+    policy: Policy
+    labels: frozenset[str]
+
+
+class Runtime:
+    """Shared state of one app: settings, metrics, request log, the loaded model."""
+
+    def __init__(self, settings: Settings, engine_factory: EngineFactory) -> None:
+        self.settings = settings
+        self.engine_factory = engine_factory
+        self.metrics = RouterMetrics(accuracy_window=settings.accuracy_window)
+        self.log: RequestLog | None = None
+        self.model: LoadedModel | None = None
+        self.load_error: str | None = None
+        self.in_flight = 0
+        self.on_load_failure: Callable[[str], None] | None = None
+        self.metrics.track(
+            in_flight=lambda: self.in_flight, backlog=lambda: self.log.backlog if self.log else 0
+        )
+
+    # -- model -----------------------------------------------------------------------------
+
+    async def load_model(self) -> None:
+        s = self.settings
+        try:
+            engine = await self.engine_factory(s)
+            info = engine.info
+            policy = build_policy(
+                info.labels,
+                routes_file=s.routes_file,
+                model_routes=info.routes,
+                model_default_route=getattr(info, "default_route", None),
+                model_fallback_route=getattr(info, "fallback_route", None),
+                threshold=s.confidence_threshold,
+                margin=s.margin,
+                oos_labels=s.oos_labels,
+                top_k=s.top_k,
+                default_route=s.default_route,
+                fallback_route=s.fallback_route,
+            )
+            if hasattr(engine, "batch_size_observer"):
+                engine.batch_size_observer = self.metrics.engine_batch.observe
+            async with asyncio.timeout(max(s.request_timeout_s, 60.0)):
+                await engine.classify(["warm-up query"])  # ready means: the model answers
+        except Exception as err:
+            self.load_error = f"{type(err).__name__}: {err}"
+            log.error("model failed to load: %s", self.load_error, exc_info=err)
+            if self.on_load_failure is not None:
+                self.on_load_failure(self.load_error)
+            return
+        self.model = LoadedModel(engine, info, policy, frozenset(info.labels))
+        self.metrics.set_model(info.version, s.engine, policy.route_names)
+        self.metrics.ready.set(1)
+        log.info(
+            "serving model %s (%d intents) from %s", info.version, len(info.labels), info.model_dir
+        )
+
+    def require_model(self) -> LoadedModel:
+        model = self.model
+        if model is None:
+            state = "failed to load" if self.load_error else "is loading"
+            raise unavailable(f"the model {state}; retry later", self.settings.retry_after_s)
+        return model
+
+    # -- per request -----------------------------------------------------------------------
+
+    async def classify(
+        self, model: LoadedModel, texts: Sequence[str], scope: dict[str, Any]
+    ) -> np.ndarray:
+        """Engine probabilities under the per-request timeout; engine failures become 503."""
+        if self.log is not None and self.log.full:
+            raise unavailable(
+                "request log backlog is full; retry later", self.settings.retry_after_s
+            )
+        started = perf_counter()
+        try:
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                probs = await model.engine.classify(texts)
+        except TimeoutError:
+            raise timed_out(self.settings.request_timeout_s) from None
+        except Exception as err:
+            log.error("engine failed: %s", err, exc_info=not _is_engine_error(err))
+            raise unavailable(
+                "the model engine is unavailable; retry later", self.settings.retry_after_s
+            ) from None
+        elapsed = perf_counter() - started
+        self.metrics.engine_latency.observe(elapsed)
+        scope[ENGINE_S] = elapsed
+        return probs
+
+    def record(
+        self,
+        model: LoadedModel,
+        decisions: Sequence[Decision],
+        texts: Sequence[str],
+        meta: dict[str, Any] | None,
+        t0: float,
+    ) -> list[dict[str, Any]]:
+        """Log each decision (queued, no I/O), count it, and return the response objects."""
+        latency_ms = round((perf_counter() - t0) * 1000, 3)
+        version = model.info.version
+        store_text = self.settings.store_text
+        now = time()
+        results = []
+        for decision, text in zip(decisions, texts, strict=True):
+            request_id = _new_id()
+            self.metrics.observe_decision(decision.route, decision.confidence, decision.reason)
+            if self.log is not None:
+                self.log.log(
+                    RequestRecord(
+                        request_id, now, text if store_text else None, decision.intent,
+                        decision.confidence, decision.route, decision.fallback, decision.reason,
+                        version, latency_ms, meta,
+                    )
+                )  # fmt: skip
+            results.append(
+                {
+                    "request_id": request_id,
+                    "intent": decision.intent,
+                    "route": decision.route,
+                    "confidence": round(decision.confidence, 6),
+                    "fallback": decision.fallback,
+                    "alternatives": [
+                        {
+                            "intent": a.intent,
+                            "route": a.route,
+                            "probability": round(a.probability, 6),
+                        }
+                        for a in decision.alternatives
+                    ],
+                    "model_version": version,
+                    "latency_ms": latency_ms,
+                }
+            )
+        return results
+
+
+def _is_engine_error(err: BaseException) -> bool:
+    return type(err).__name__ == "EngineError"  # expected failure: no traceback in the log
+
+
+async def _open_engine(settings: Settings) -> Engine:
+    from serving.engine import open_engine
+
+    if settings.model_dir is None:
+        raise ValueError("no model directory: set model_dir (SWITCHBOARD_MODEL_DIR or --model)")
+    overrides = {"max_num_seqs": settings.max_num_seqs} if settings.max_num_seqs else None
+    return await open_engine(
+        settings.model_dir,
+        kind=settings.engine,
+        url=settings.engine_url,
+        dtype=settings.dtype,
+        eager=settings.eager,
+        timeout_s=settings.request_timeout_s,
+        engine_overrides=overrides,
+    )
+
+
+class TrafficMiddleware:
+    """Pure ASGI (no per-request task or body copy): in-flight bound -> 429, request metrics.
+
+    Probes and /metrics pass straight through, uncounted and never refused.
+    """
+
+    def __init__(self, app: Any, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+        self.limit = runtime.settings.max_in_flight
+        self.retry_after = str(runtime.settings.retry_after_s).encode()
+        self.metrics = runtime.metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in UNCOUNTED:
+            await self.app(scope, receive, send)
+            return
+        t0 = perf_counter()
+        endpoint = path if path in _ENDPOINTS else OTHER
+        rt = self.runtime
+        if rt.in_flight >= self.limit:
+            await self._reject(send)
+            self.metrics.observe_request(endpoint, 429, perf_counter() - t0)
+            return
+        rt.in_flight += 1
+        scope[T0] = t0
+        status = 500
+
+        async def send_observed(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_observed)
+        finally:
+            rt.in_flight -= 1
+            elapsed = perf_counter() - t0
+            self.metrics.observe_request(endpoint, status, elapsed)
+            engine_s = scope.get(ENGINE_S)
+            if engine_s is not None and endpoint == "/v1/route":
+                self.metrics.overhead.observe(max(0.0, elapsed - engine_s))
+
+    async def _reject(self, send: Any) -> None:
+        detail = f"too many requests in flight (limit {self.limit}); retry later"
+        body = json.dumps(error_body(detail)).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", self.retry_after),
+        ]
+        await send({"type": "http.response.start", "status": 429, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def build_app(settings: Settings, *, engine_factory: EngineFactory | None = None) -> FastAPI:
+    """The router app for `settings`; `engine_factory` replaces vLLM in policy/API unit tests."""
+    from router.routes import feedback, health, intents, route
+
+    runtime = Runtime(settings, engine_factory or _open_engine)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = create_db_engine(settings.database_url)
+        revision = await asyncio.to_thread(migrate, db)
+        log.info(
+            "request log: %s at schema revision %s",
+            db.url.render_as_string(hide_password=True),
+            revision,
+        )
+        hooks = WriterHooks(
+            on_flush=runtime.metrics.observe_flush, on_error=runtime.metrics.log_errors.inc
+        )
+        runtime.log = RequestLog(
+            db,
+            linger_s=settings.log_flush_interval_s,
+            batch_max=settings.log_batch_max,
+            queue_max=settings.log_queue_max,
+            hooks=hooks,
+        )
+        runtime.log.start()
+        loader = asyncio.create_task(runtime.load_model(), name="load-model")
+        try:
+            yield
+        finally:
+            if not loader.done():
+                loader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loader
+            await runtime.log.close(settings.shutdown_timeout_s)
+            if runtime.model is not None:
+                await runtime.model.engine.close()
+            runtime.metrics.ready.set(0)
+            db.dispose()
+
+    app = FastAPI(
+        title="Switchboard router",
+        summary="Routes customer queries to the right department with a fine-tuned intent model.",
+        version="1",
+        lifespan=lifespan,
+        responses={422: {"model": _error_model()}},
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    app.add_middleware(TrafficMiddleware, runtime=runtime)
+    for module in (route, feedback, intents, health):
+        app.include_router(module.router)
+    return app
+
+
+def _error_model() -> Any:
+    from router.schemas import ErrorResponse
+
+    return ErrorResponse

@@ -1,0 +1,209 @@
+"""Prometheus metrics for one router app (its own registry, so tests and apps never share).
+
+Label values are bounded by construction: `endpoint` is one of the API paths (anything else
+is "other"), `status` an HTTP status code, `route` a route of the loaded route map,
+`reason` one of three fallback reasons, `verdict` agree | disagree. Query texts, intents of
+unknown origin and request ids never become labels.
+
+Hot-path cost matters (the router's overhead target is under a millisecond), so labelled
+children are resolved once and cached, and gauges that mirror state (in-flight, queue depth)
+are read at scrape time instead of being updated per request.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+from router.policy import FALLBACK_REASONS
+
+# 0.1 ms .. 10 s: sub-millisecond router overhead up to a stuck engine at the timeout.
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.0075, 0.01,
+    0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+ENDPOINTS = ("/v1/route", "/v1/route/batch", "/v1/feedback", "/v1/intents")
+UNCOUNTED = frozenset({"/metrics", "/livez", "/readyz"})  # probes are not traffic
+OTHER = "other"
+
+__all__ = ["CONTENT_TYPE_LATEST", "RouterMetrics"]
+
+
+class RouterMetrics:
+    """Every series the router exports; see docs/ROUTER.md for what each one means."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, accuracy_window: int = 500):
+        disable_created_metrics()  # `*_created` series double the exposition for no use here
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "switchboard_http_requests",
+            "HTTP requests by endpoint and status code (probes and /metrics excluded).",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.request_latency = Histogram(
+            "switchboard_request_duration_seconds",
+            "End-to-end time in the router, request received to response sent.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.engine_latency = Histogram(
+            "switchboard_engine_duration_seconds",
+            "Time waiting for the engine per classify call (one per /v1/route request).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.overhead = Histogram(
+            "switchboard_router_overhead_seconds",
+            "End-to-end time minus engine time for /v1/route: the router's own cost.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.confidence = Histogram(
+            "switchboard_confidence",
+            "Top-1 probability of each routed query.",
+            buckets=CONFIDENCE_BUCKETS,
+            registry=r,
+        )
+        self.routed = Counter(
+            "switchboard_routed_queries",
+            "Routed queries by the route they were sent to (fallbacks under the fallback route).",
+            ["route"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "switchboard_fallbacks",
+            "Queries sent to the fallback route, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.feedback = Counter(
+            "switchboard_feedback",
+            "New feedback by whether the correct intent agrees with the prediction.",
+            ["verdict"],
+            registry=r,
+        )
+        self.live_accuracy = Gauge(
+            "switchboard_live_accuracy",
+            "Share of agreeing feedback over the most recent feedback window (NaN before any).",
+            registry=r,
+        )
+        self.live_accuracy_samples = Gauge(
+            "switchboard_live_accuracy_samples",
+            "Feedback rows in the live accuracy window.",
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "switchboard_model_info",
+            "The served model: 1 for the loaded version.",
+            ["version", "engine"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "switchboard_ready", "1 when the model is loaded and answering.", registry=r
+        )
+        self.in_flight = Gauge(
+            "switchboard_in_flight_requests",
+            "Requests being handled now (probes excluded).",
+            registry=r,
+        )
+        self.engine_batch = Histogram(
+            "switchboard_engine_batch_size",
+            "Requests per engine step, as the local vLLM scheduler batches them.",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "switchboard_batch_request_size",
+            "Texts per /v1/route/batch request.",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.log_backlog = Gauge(
+            "switchboard_request_log_backlog", "Logged requests not yet written.", registry=r
+        )
+        self.log_rows = Counter(
+            "switchboard_request_log_rows", "Rows written to the request log store.", registry=r
+        )
+        self.log_flush = Histogram(
+            "switchboard_request_log_flush_seconds",
+            "Time per request-log write transaction.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.log_errors = Counter(
+            "switchboard_request_log_errors", "Failed request-log writes (retried).", registry=r
+        )
+        self._window: deque[bool] = deque(maxlen=accuracy_window)
+        self._agreeing = 0
+        self.live_accuracy.set(float("nan"))
+        self.live_accuracy_samples.set(0)
+        self._request_children: dict[tuple[str, int], Counter] = {}
+        self._latency_children = {e: self.request_latency.labels(e) for e in (*ENDPOINTS, OTHER)}
+        self._routed_children: dict[str, Counter] = {}
+        self._fallback_children = {r: self.fallbacks.labels(r) for r in FALLBACK_REASONS}
+        for verdict in ("agree", "disagree"):
+            self.feedback.labels(verdict)
+
+    # -- wiring ----------------------------------------------------------------------------
+
+    def track(self, *, in_flight: Callable[[], int], backlog: Callable[[], int]) -> None:
+        """Gauges read at scrape time: zero per-request cost."""
+        self.in_flight.set_function(lambda: float(in_flight()))
+        self.log_backlog.set_function(lambda: float(backlog()))
+
+    def set_model(self, version: str, engine: str, routes: Iterable[str]) -> None:
+        self.model_info.clear()
+        self.model_info.labels(version, engine).set(1)
+        for route in routes:  # pre-create: the route label stays within the route map
+            self._routed_children.setdefault(route, self.routed.labels(route))
+
+    # -- per request -----------------------------------------------------------------------
+
+    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
+        key = (endpoint, status)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self.requests.labels(endpoint, str(status))
+        child.inc()
+        self._latency_children[endpoint].observe(seconds)
+
+    def observe_decision(self, route: str, confidence: float, reason: str | None) -> None:
+        child = self._routed_children.get(route)
+        if child is None:  # a route outside the map would mean a bug; still bounded by policy
+            child = self._routed_children[route] = self.routed.labels(route)
+        child.inc()
+        self.confidence.observe(confidence)
+        if reason is not None:
+            self._fallback_children[reason].inc()
+
+    def observe_feedback(self, agree: bool) -> None:
+        self.feedback.labels("agree" if agree else "disagree").inc()
+        if len(self._window) == self._window.maxlen and self._window[0]:
+            self._agreeing -= 1
+        self._window.append(agree)
+        self._agreeing += agree
+        self.live_accuracy.set(self._agreeing / len(self._window))
+        self.live_accuracy_samples.set(len(self._window))
+
+    def observe_flush(self, rows: int, seconds: float) -> None:
+        self.log_rows.inc(rows)
+        self.log_flush.observe(seconds)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

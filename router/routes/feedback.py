@@ -1,0 +1,84 @@
+"""`POST /v1/feedback`: the correct intent for a routed request, stored idempotently."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Response
+
+from router.deps import IdempotencyKey, ModelDep, RuntimeDep
+from router.errors import field_error, timed_out, unavailable
+from router.schemas import ErrorResponse, FeedbackRequest, FeedbackResponse
+from router.store import LogClosed, feedback_item
+
+router = APIRouter(prefix="/v1", tags=["feedback"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "No routed request has this request_id."},
+    422: {
+        "model": ErrorResponse,
+        "description": "Unknown intent (the valid ones are listed), "
+        "an Idempotency-Key reused for other feedback, or an invalid body.",
+    },
+    503: {"model": ErrorResponse, "description": "Model loading or store shutting down."},
+    504: {"model": ErrorResponse, "description": "The store did not answer in time."},
+}
+
+
+@router.post("/feedback", status_code=201, response_model=FeedbackResponse, responses=ERRORS)
+async def post_feedback(
+    body: FeedbackRequest,
+    response: Response,
+    rt: RuntimeDep,
+    model: ModelDep,
+    idempotency_key: IdempotencyKey = None,
+) -> FeedbackResponse:
+    """Record the correct intent for a request. A repeat (same body, or same Idempotency-Key)
+    stores nothing new and returns the first one, marked by `Idempotent-Replayed: true`."""
+    if body.correct_intent not in model.labels:
+        valid = list(model.policy.labels)
+        raise field_error(
+            "correct_intent",
+            f"unknown intent {body.correct_intent!r}; valid intents: {', '.join(valid)}",
+            "unknown_intent",
+            allowed=valid,
+        )
+    assert rt.log is not None  # set in the lifespan before any request
+    item = feedback_item(
+        body.request_id, body.correct_intent, body.source, body.comment, idempotency_key
+    )
+    try:
+        async with asyncio.timeout(rt.settings.request_timeout_s):
+            result = await rt.log.submit_feedback(item)
+    except TimeoutError:
+        raise timed_out(rt.settings.request_timeout_s) from None
+    except LogClosed:
+        raise unavailable(
+            "the feedback store is shutting down", rt.settings.retry_after_s
+        ) from None
+    if result.status == "not_found":
+        raise field_error(
+            "request_id", f"no routed request with id {body.request_id!r}", "not_found", status=404
+        )
+    if result.status == "conflict" or result.row is None:
+        raise field_error(
+            "Idempotency-Key",
+            "this key was already used for different feedback",
+            "idempotency_key_reused",
+        )
+    row = result.row
+    if result.status == "created":
+        rt.metrics.observe_feedback(row.agree)
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
+    return FeedbackResponse(
+        feedback_id=row.id,
+        request_id=row.request_id,
+        correct_intent=row.correct_intent,
+        predicted_intent=row.predicted_intent,
+        agree=row.agree,
+        source=row.source,
+        comment=row.comment,
+        created_at=row.created_at,
+    )

@@ -1,0 +1,31 @@
+"""`GET /v1/intents`: what the loaded model can answer and where each intent is routed."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from router.deps import ModelDep
+from router.schemas import IntentInfo, IntentsResponse
+
+router = APIRouter(prefix="/v1", tags=["routing"])
+
+
+@router.get("/intents", response_model=IntentsResponse)
+async def list_intents(model: ModelDep) -> IntentsResponse:
+    policy = model.policy
+    oos = set(policy.oos_labels)
+    return IntentsResponse(
+        model_version=model.info.version,
+        default_route=policy.default_route,
+        fallback_route=policy.fallback_route,
+        confidence_threshold=policy.threshold,
+        margin=policy.margin,
+        intents=[
+            IntentInfo(
+                intent=label,
+                route=policy.routes[label],
+                out_of_scope=label in oos,
+            )
+            for label in policy.labels
+        ],
+    )

@@ -1,0 +1,88 @@
+"""`POST /v1/route` and `POST /v1/route/batch`: classify, apply the policy, log, answer.
+
+The handlers return a ready `Response` with `json.dumps` of plain dicts: the response
+models are declared for the OpenAPI schema, but building and re-validating pydantic objects
+per request would cost more than everything else the router does around the engine.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from router.deps import ModelDep, RuntimeDep
+from router.errors import field_error
+from router.schemas import (
+    BatchRouteRequest,
+    BatchRouteResponse,
+    ErrorResponse,
+    RouteRequest,
+    RouteResult,
+)
+
+router = APIRouter(prefix="/v1", tags=["routing"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": why}
+    for code, why in {
+        422: "Invalid body: the field is named (too long, empty, wrong type, invalid JSON).",
+        429: "Too many requests in flight; see Retry-After.",
+        503: "Model loading or engine unavailable; see Retry-After.",
+        504: "The request timed out.",
+    }.items()
+}
+
+
+def _json(content: Any, status: int = 200) -> Response:
+    body = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+    return Response(body, status_code=status, media_type="application/json")
+
+
+def _check_lengths(field: str, texts: Sequence[str], limit: int) -> None:
+    for i, text in enumerate(texts):
+        if len(text) > limit:
+            name = field if field == "text" else f"{field}[{i}]"
+            raise field_error(
+                name,
+                f"longer than the limit of {limit} characters ({len(text)} given)",
+                "text_too_long",
+            )
+
+
+@router.post("/route", response_model=RouteResult, responses=ERRORS)
+async def route_query(
+    body: RouteRequest, request: Request, rt: RuntimeDep, model: ModelDep
+) -> Response:
+    """Route one query: intent, route (or the fallback route), confidence and top-k."""
+    _check_lengths("text", (body.text,), rt.settings.max_text_chars)
+    scope = request.scope
+    probs = await rt.classify(model, (body.text,), scope)
+    decisions = model.policy.decide_batch(probs)
+    (result,) = rt.record(
+        model, decisions, (body.text,), body.metadata, scope.get("switchboard.t0", 0.0)
+    )
+    return _json(result)
+
+
+@router.post("/route/batch", response_model=BatchRouteResponse, responses=ERRORS)
+async def route_batch(
+    body: BatchRouteRequest, request: Request, rt: RuntimeDep, model: ModelDep
+) -> Response:
+    """Route several queries in one engine call; results are in input order."""
+    limit = rt.settings.max_batch
+    if len(body.texts) > limit:
+        raise field_error(
+            "texts",
+            f"more than the limit of {limit} texts ({len(body.texts)} given)",
+            "too_many_texts",
+        )
+    _check_lengths("texts", body.texts, rt.settings.max_text_chars)
+    rt.metrics.batch_size.observe(len(body.texts))
+    scope = request.scope
+    probs = await rt.classify(model, body.texts, scope)
+    decisions = model.policy.decide_batch(probs)
+    results = rt.record(model, decisions, body.texts, None, scope.get("switchboard.t0", 0.0))
+    return _json({"results": results})

@@ -1,0 +1,129 @@
+"""Request and response bodies of the /v1 API (they are also its OpenAPI schema).
+
+Static rules live here (types, required fields, blank text, sizes that never change); limits
+that come from settings (text length, batch size) are checked in the handlers against the
+running configuration and reported in the same 422 shape (see router.errors).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
+
+MAX_METADATA_KEYS = 32
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("blank_text", "must not be empty or only whitespace")
+    return value
+
+
+Text = Annotated[
+    str,
+    AfterValidator(_not_blank),
+    Field(description="The customer's message. Limit: `max_text_chars` (default 2000)."),
+]
+Scalar = str | int | float | bool | None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class RouteRequest(_Strict):
+    text: Text
+    metadata: dict[str, Scalar] | None = Field(
+        None,
+        max_length=MAX_METADATA_KEYS,
+        description="Free-form key -> scalar values stored with the request log (e.g. channel).",
+        examples=[{"channel": "chat"}],
+    )
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"text": "why is my bill so high this month?"}]},
+    )
+
+
+class BatchRouteRequest(_Strict):
+    texts: list[Text] = Field(
+        min_length=1, description="Messages to route. Limit: `max_batch` (default 64) texts."
+    )
+
+
+class Alternative(BaseModel):
+    intent: str
+    route: str
+    probability: float
+
+
+class RouteResult(BaseModel):
+    request_id: str = Field(description="Reference for feedback; logged with the request.")
+    intent: str = Field(description="The model's top intent (also when falling back).")
+    route: str = Field(description="Where to send the query: the intent's route or the fallback.")
+    confidence: float = Field(description="Top-1 probability.")
+    fallback: bool = Field(description="True when unsure, ambiguous or out of scope.")
+    alternatives: list[Alternative] = Field(description="Top-k intents with their own routes.")
+    model_version: str
+    latency_ms: float = Field(description="Time in the router for this request.")
+
+
+class BatchRouteResponse(BaseModel):
+    results: list[RouteResult]
+
+
+class FeedbackRequest(_Strict):
+    request_id: Annotated[str, Field(min_length=1, max_length=64)]
+    correct_intent: Annotated[str, Field(min_length=1, max_length=200)]
+    source: Annotated[str, Field(max_length=100)] | None = Field(
+        None, description="Who says so: agent, customer, qa, ..."
+    )
+    comment: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class FeedbackResponse(BaseModel):
+    feedback_id: str
+    request_id: str
+    correct_intent: str
+    predicted_intent: str
+    agree: bool
+    source: str | None
+    comment: str | None
+    created_at: datetime
+
+
+class IntentInfo(BaseModel):
+    intent: str
+    route: str
+    out_of_scope: bool
+
+
+class IntentsResponse(BaseModel):
+    model_version: str
+    default_route: str
+    fallback_route: str
+    confidence_threshold: float
+    margin: float
+    intents: list[IntentInfo]
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="Where: `text`, `texts[3]`, `body`, a header name, ...")
+    message: str
+    type: str
+    allowed: list[Any] | None = Field(None, description="Valid values, where there is a list.")
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+    errors: list[FieldError] = Field(default_factory=list)
+
+
+class Health(BaseModel):
+    status: str
+    model_version: str | None = None
+    reason: str | None = None

@@ -1,0 +1,150 @@
+"""Router settings: defaults < YAML file < `SWITCHBOARD_*` environment < explicit overrides.
+
+One typed object for everything the router reads at startup, so a typo in a YAML key or an
+environment value fails at startup with the field named, instead of misbehaving under load.
+The YAML file is optional (`switchboard serve --config settings.yaml`, or `SWITCHBOARD_CONFIG`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings import SettingsError as _SourceError
+
+ENV_PREFIX = "SWITCHBOARD_"
+
+
+class SettingsError(ValueError):
+    """Settings that cannot work, with the offending field (or file) named."""
+
+
+class Settings(BaseSettings):
+    """Every knob of `switchboard serve`; env var = `SWITCHBOARD_` + the upper-cased name."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, protected_namespaces=()
+    )
+
+    # model and engine
+    model_dir: Path | None = Field(None, description="Exported model directory to serve.")
+    engine: Literal["local", "remote"] = Field("local", description="In-process vLLM or remote.")
+    engine_url: str | None = Field(None, description="`vllm serve` base URL (remote engine).")
+    dtype: str = Field("auto", description="vLLM dtype: auto | float32 | bfloat16 | float16.")
+    eager: bool = Field(False, description="vLLM enforce_eager: faster start, slower steady state.")
+    max_num_seqs: int | None = Field(None, ge=1, description="vLLM scheduler batch cap.")
+
+    # HTTP server
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    access_log: bool = Field(False, description="uvicorn access log (costs CPU per request).")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # routing policy
+    routes_file: Path | None = Field(None, description="Route map YAML; default: the model's.")
+    default_route: str | None = Field(None, description="Route for intents the map omits.")
+    fallback_route: str | None = Field(None, description="Route for unsure / out-of-scope.")
+    confidence_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    margin: float = Field(0.1, ge=0.0, le=1.0, description="Min top-1 minus top-2 probability.")
+    oos_labels: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("oos",), description="Labels meaning out of scope (env: comma-separated)."
+    )
+    top_k: int = Field(3, ge=1, le=50, description="Alternatives returned per query.")
+
+    # limits
+    max_text_chars: int = Field(2000, ge=1, description="Longer texts are rejected with 422.")
+    max_batch: int = Field(64, ge=1, le=10_000, description="Most texts per /v1/route/batch.")
+    max_in_flight: int = Field(256, ge=1, description="Past this, requests get 429.")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After on 429 and 503.")
+    request_timeout_s: float = Field(10.0, gt=0, description="Per request; past it: 504.")
+    shutdown_timeout_s: float = Field(30.0, gt=0, description="Graceful drain + log flush.")
+
+    # request log and feedback store
+    database_url: str = Field("sqlite:///switchboard.db", description="SQLAlchemy URL.")
+    store_text: bool = Field(True, description="Log query texts (off: privacy).")
+    log_flush_interval_s: float = Field(0.05, ge=0, description="Writer linger per batch.")
+    log_batch_max: int = Field(1000, ge=1, description="Most rows per write transaction.")
+    log_queue_max: int = Field(100_000, ge=1, description="Unwritten rows before 503s.")
+    accuracy_window: int = Field(500, ge=1, description="Feedback rows in live accuracy.")
+
+    @field_validator("oos_labels", mode="before")
+    @classmethod
+    def _split_labels(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _remote_needs_url(self) -> Settings:
+        if self.engine == "remote" and not self.engine_url:
+            raise ValueError("engine 'remote' needs engine_url (SWITCHBOARD_ENGINE_URL or --url)")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives through init kwargs (see load_settings) as the lowest layer.
+        yaml_values = getattr(init_settings, "init_kwargs", {}).pop("_yaml_values", None) or {}
+        return (
+            init_settings,
+            env_settings,
+            InitSettingsSource(settings_cls, init_kwargs=yaml_values),
+        )
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from an optional YAML file, the environment and non-None `overrides` (CLI flags).
+
+    `SWITCHBOARD_CONFIG` names the YAML file when `config_file` is not given.
+    """
+    path = config_file or os.environ.get(f"{ENV_PREFIX}CONFIG")
+    yaml_values = _read_yaml(Path(path)) if path else {}
+    explicit = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(_yaml_values=yaml_values, **explicit)  # type: ignore[call-arg]
+    except ValidationError as err:
+        raise SettingsError(_first_error(err, yaml_values, path)) from None
+    except _SourceError as err:  # e.g. an environment value that should be JSON and is not
+        raise SettingsError(str(err)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise SettingsError(f"settings file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SettingsError(f"{path}: invalid YAML ({err.__class__.__name__})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}: the top level must be a mapping of setting: value")
+    return data
+
+
+def _first_error(err: ValidationError, yaml_values: dict[str, Any], path: object) -> str:
+    first = err.errors()[0]
+    field = ".".join(str(p) for p in first["loc"])
+    if not field:
+        return str(first["msg"]).removeprefix("Value error, ")
+    where = f"{path}: " if path and field.split(".")[0] in yaml_values else ""
+    if first["type"] == "extra_forbidden":
+        return f"{where}unknown setting {field!r}"
+    env = f" (env {ENV_PREFIX}{field.split('.')[0].upper()})"
+    return f"{where}setting {field!r}{env}: {first['msg']}"

@@ -1,0 +1,31 @@
+"""Request log and feedback store: SQLAlchemy 2 over SQLite (WAL) or PostgreSQL (psycopg 3)."""
+
+from router.store.db import StoreError, create_db_engine, current_revision, head_revision, migrate
+from router.store.writer import (
+    FeedbackItem,
+    FeedbackResult,
+    FeedbackRow,
+    LogClosed,
+    RequestLog,
+    RequestRecord,
+    WriterHooks,
+    feedback_item,
+    new_request_id,
+)
+
+__all__ = [
+    "FeedbackItem",
+    "FeedbackResult",
+    "FeedbackRow",
+    "LogClosed",
+    "RequestLog",
+    "RequestRecord",
+    "StoreError",
+    "WriterHooks",
+    "create_db_engine",
+    "current_revision",
+    "feedback_item",
+    "head_revision",
+    "migrate",
+    "new_request_id",
+]

@@ -1,0 +1,70 @@
+"""The request log and feedback tables (SQLAlchemy Core: the writer inserts rows in bulk).
+
+Alembic migrations in `migrations/versions/` create these; a test checks that the newest
+migration and these definitions agree, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+# Stable constraint names on every backend, so later migrations can refer to them.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ID_LENGTH = 36  # canonical UUID text
+NAME_LENGTH = 200  # intents, routes, model versions
+
+requests = Table(
+    "requests",
+    metadata,
+    Column("id", String(ID_LENGTH), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("text", Text, nullable=True),  # NULL when the router runs with store_text off
+    Column("intent", String(NAME_LENGTH), nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("route", String(NAME_LENGTH), nullable=False),
+    Column("fallback", Boolean, nullable=False),
+    Column("fallback_reason", String(32), nullable=True),
+    Column("model_version", String(NAME_LENGTH), nullable=False, index=True),
+    Column("latency_ms", Float, nullable=False),
+    Column("meta", JSON, nullable=True),  # the request's `metadata` object
+)
+
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", String(ID_LENGTH), primary_key=True),  # derived from idempotency_key
+    Column("idempotency_key", String(300), nullable=False, unique=True),
+    Column("payload_hash", String(64), nullable=False),  # detects a key reused for other data
+    Column(
+        "request_id",
+        String(ID_LENGTH),
+        ForeignKey("requests.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("correct_intent", String(NAME_LENGTH), nullable=False),
+    Column("predicted_intent", String(NAME_LENGTH), nullable=False),
+    Column("agree", Boolean, nullable=False),
+    Column("source", String(100), nullable=True),
+    Column("comment", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+)

@@ -1,0 +1,1 @@
+"""Baselines the tuned model must beat: classical (TF-IDF / embeddings + logistic regression)."""
