@@ -59,7 +59,12 @@ def bench_dataset(name: str, out_root: Path) -> dict[str, Any]:
     from training.data import load_dataset
 
     data = load_dataset(name)
-    result: dict[str, Any] = {"dataset": name, "test_examples": len(data.test or []), "systems": {}}
+    result: dict[str, Any] = {
+        "dataset": name,
+        "command": f"python benchmarks/train.py --datasets {name}",
+        "test_examples": len(data.test or []),
+        "systems": {},
+    }
     for kind in ("embeddings", "tfidf"):
         base = run_baseline(kind, data, progress=True)
         result["systems"][base.name] = {
@@ -70,9 +75,7 @@ def bench_dataset(name: str, out_root: Path) -> dict[str, Any]:
 
     model_dir = out_root / f"minilm-{name}"
     started = time.perf_counter()
-    _cli(
-        "train", "--config", PRESET, "--dataset", name, "--output", str(model_dir), *OVERRIDES[name]
-    )
+    _cli("train", "--config", PRESET, "--dataset", name, "--output", str(model_dir), *OVERRIDES[name])
     wall = time.perf_counter() - started
     metrics = json.loads((model_dir / "metrics.json").read_text())
     facts = metrics["training"]
@@ -97,7 +100,7 @@ def to_markdown(results: dict[str, Any]) -> str:
     lines = [
         machine_line(results["machine"]),
         "",
-        f"Command: `{results['command']}`. Fine-tuned model: `{PRESET}` "
+        f"Fine-tuned model: `{PRESET}` "
         "(all-MiniLM-L6-v2, mean pooling, linear-probe head init then full fine-tuning, cosine "
         "schedule, best epoch by validation macro-F1). Baselines fit on train + validation.",
         "",
@@ -105,7 +108,8 @@ def to_markdown(results: dict[str, Any]) -> str:
     for ds in results["datasets"]:
         oos = ds["dataset"] == "clinc150"
         lines += [
-            f"**{ds['dataset']}** ({ds['test_examples']} test queries; target: {TARGETS[ds['dataset']]})",
+            f"**{ds['dataset']}** ({ds['test_examples']} test queries; target: {TARGETS[ds['dataset']]}; "
+            f"command: `{ds['command']}`)",
             "",
         ]
         head = "| system | accuracy | macro-F1 |" + (" in-scope acc. | OOS recall |" if oos else "")
@@ -136,15 +140,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--datasets", nargs="+", default=["banking77", "clinc150"], choices=list(TARGETS)
-    )
+    parser.add_argument("--datasets", nargs="+", default=["banking77", "clinc150"], choices=list(TARGETS))
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench")
     args = parser.parse_args()
     os.environ.setdefault("SWITCHBOARD_DATA_DIR", str(REPO.parent / "shared" / "datasets"))
 
     import torch
 
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    kept = [d for d in previous.get("datasets", []) if d["dataset"] not in args.datasets]
     results: dict[str, Any] = {
         "command": "python benchmarks/train.py " + " ".join(sys.argv[1:]),
         "machine": {
@@ -154,13 +158,13 @@ def main() -> None:
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "date": time.strftime("%Y-%m-%d"),
         },
-        "datasets": [bench_dataset(name, args.out) for name in args.datasets],
+        # datasets benchmarked earlier on the same machine stay; the ones run now are replaced
+        "datasets": kept + [bench_dataset(name, args.out) for name in args.datasets],
     }
+    results["datasets"].sort(key=lambda d: list(TARGETS).index(d["dataset"]))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    replace_section(
-        DOC, "training", "Training: CPU default vs. classical baselines", to_markdown(results)
-    )
+    replace_section(DOC, "training", "Training: CPU default vs. classical baselines", to_markdown(results))
     print(to_markdown(results))
 
 

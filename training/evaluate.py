@@ -7,17 +7,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from training.data import DatasetError, IntentDataset, Split, load_dataset
+from training.data.types import OOS_LABEL
 from training.metrics import compute_metrics
 from training.modeling import load_classifier
 from training.predict import predict_proba
 from training.report import plot_confusion_matrix
+from training.thresholds import thresholded_predictions
 
 
-def evaluate_split(
+def split_probabilities(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     split: Split,
@@ -25,8 +28,8 @@ def evaluate_split(
     *,
     max_length: int = 128,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Metrics of `model` on `split`; its labels are matched to the model's by name."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gold ids (in the model's label order; matched by name) and the model's probabilities."""
     index = {label: i for i, label in enumerate(model_labels)}
     unknown = sorted({label for label in split.labels if label not in index})
     if unknown:
@@ -34,14 +37,40 @@ def evaluate_split(
             f"{len(unknown)} label(s) of the data are unknown to the model: {', '.join(unknown[:5])}"
         )
     probs = predict_proba(model, tokenizer, split.texts, max_length=max_length, progress=progress)
-    return compute_metrics([index[label] for label in split.labels], probs, list(model_labels))
+    return np.asarray([index[label] for label in split.labels]), probs
 
 
-def write_evaluation(
-    metrics: dict[str, Any], labels: Sequence[str], out_dir: Path, *, title: str
-) -> Path:
+def split_metrics(
+    y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str], *, oos_threshold: float | None = None
+) -> dict[str, Any]:
+    """Metrics on the argmax; plus `with_oos_threshold` when a threshold applies to an `oos` label."""
+    metrics = compute_metrics(y_true, probs, list(labels))
+    if oos_threshold is not None and OOS_LABEL in labels:
+        oos_id = list(labels).index(OOS_LABEL)
+        pred = thresholded_predictions(probs, oos_threshold, oos_id)
+        metrics["with_oos_threshold"] = {
+            "threshold": oos_threshold,
+            **{
+                k: v
+                for k, v in compute_metrics(y_true, probs, list(labels), y_pred=pred).items()
+                if k not in ("confusion", "per_intent")
+            },
+        }
+    return metrics
+
+
+def write_evaluation(metrics: dict[str, Any], labels: Sequence[str], out_dir: Path, *, title: str) -> Path:
     """The confusion matrix picture next to the metrics."""
     return plot_confusion_matrix(metrics, labels, out_dir / "confusion_matrix.png", title=title)
+
+
+def stored_oos_threshold(model_dir: str | Path) -> float | None:
+    """The out-of-scope threshold chosen on validation at training time, if any."""
+    path = Path(model_dir) / "metrics.json"
+    if not path.is_file():
+        return None
+    choice = json.loads(path.read_text()).get("oos_threshold")
+    return float(choice["threshold"]) if choice else None
 
 
 def evaluate_model_dir(
@@ -58,13 +87,12 @@ def evaluate_model_dir(
     data = load_dataset(dataset) if isinstance(dataset, str) else dataset
     splits = data.splits()
     if split not in splits:
-        raise DatasetError(
-            f"dataset {data.name!r} has no {split!r} split (has: {', '.join(splits)})"
-        )
+        raise DatasetError(f"dataset {data.name!r} has no {split!r} split (has: {', '.join(splits)})")
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    metrics = evaluate_split(
+    y_true, probs = split_probabilities(
         model, tokenizer, splits[split], labels, max_length=max_length, progress=progress
     )
+    metrics = split_metrics(y_true, probs, labels, oos_threshold=stored_oos_threshold(model_dir))
     metrics["model_dir"] = str(model_dir)
     metrics["dataset"] = data.name
     metrics["split"] = split

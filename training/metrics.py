@@ -56,9 +56,7 @@ def expected_calibration_error(
     conf = np.asarray(confidences, dtype=np.float64).reshape(-1)
     ok = np.asarray(correct, dtype=np.float64).reshape(-1)
     if conf.shape != ok.shape:
-        raise ValueError(
-            f"confidences {conf.shape} and correct {ok.shape} differ in length"
-        )
+        raise ValueError(f"confidences {conf.shape} and correct {ok.shape} differ in length")
     if conf.size == 0:
         raise ValueError("expected_calibration_error needs at least one example")
     if n_bins < 1:
@@ -73,9 +71,7 @@ def expected_calibration_error(
     return float(np.abs(ok_sum - conf_sum)[counts > 0].sum() / conf.size)
 
 
-def _class_scores(
-    precision: float, recall: float, f1: float, support: int
-) -> dict[str, Any]:
+def _class_scores(precision: float, recall: float, f1: float, support: int) -> dict[str, Any]:
     return {
         "precision": float(precision),
         "recall": float(recall),
@@ -91,8 +87,12 @@ def compute_metrics(
     *,
     oos_label: str = "oos",
     n_bins: int = 15,
+    y_pred: Sequence[int] | np.ndarray | None = None,
 ) -> dict[str, Any]:
     """All evaluation numbers for one model on one labelled split.
+
+    ``y_pred`` overrides the argmax predictions (e.g. after an out-of-scope threshold,
+    ``training.thresholds``); calibration still reads the top-1 probability.
 
     Args:
         y_true: gold class ids in ``[0, C)``.
@@ -120,21 +120,18 @@ def compute_metrics(
     if p.ndim != 2:
         raise ValueError(f"probs must be (N, C), got shape {p.shape}")
     if p.shape[1] != n_classes:
-        raise ValueError(
-            f"probs has {p.shape[1]} columns but there are {n_classes} labels"
-        )
+        raise ValueError(f"probs has {p.shape[1]} columns but there are {n_classes} labels")
     if p.shape[0] != y.size:
         raise ValueError(f"probs has {p.shape[0]} rows but y_true has {y.size} entries")
     if y.size == 0:
         raise ValueError("compute_metrics needs at least one example")
     if y.min() < 0 or y.max() >= n_classes:
-        raise ValueError(
-            f"y_true ids must lie in [0, {n_classes}), got [{y.min()}, {y.max()}]"
-        )
+        raise ValueError(f"y_true ids must lie in [0, {n_classes}), got [{y.min()}, {y.max()}]")
 
     # 1. Predictions, confidence, correctness.
-    y_pred = predictions_from_probs(p)
-    confidence = p[np.arange(y.size), y_pred]
+    argmax = predictions_from_probs(p)
+    confidence = p[np.arange(y.size), argmax]
+    y_pred = argmax if y_pred is None else np.asarray(y_pred, dtype=np.int64).reshape(-1)
     correct = y_pred == y
 
     # 2. Headline numbers.
@@ -142,13 +139,9 @@ def compute_metrics(
     out: dict[str, Any] = {
         "n": int(y.size),
         "accuracy": float(correct.mean()),
-        "macro_f1": float(
-            f1_score(y, y_pred, average="macro", labels=present, zero_division=0)
-        ),
-        "weighted_f1": float(
-            f1_score(y, y_pred, average="weighted", labels=present, zero_division=0)
-        ),
-        "ece": expected_calibration_error(confidence, correct, n_bins=n_bins),
+        "macro_f1": float(f1_score(y, y_pred, average="macro", labels=present, zero_division=0)),
+        "weighted_f1": float(f1_score(y, y_pred, average="weighted", labels=present, zero_division=0)),
+        "ece": expected_calibration_error(confidence, argmax == y, n_bins=n_bins),
         "mean_confidence": float(confidence.mean()),
         "n_bins": int(n_bins),
     }
@@ -159,8 +152,7 @@ def compute_metrics(
         y, y_pred, labels=all_ids, average=None, zero_division=0
     )
     per_intent = {
-        str(name): _class_scores(prec[i], rec[i], f1[i], support[i])
-        for i, name in enumerate(labels)
+        str(name): _class_scores(prec[i], rec[i], f1[i], support[i]) for i, name in enumerate(labels)
     }
     out["per_intent"] = per_intent
 
@@ -169,9 +161,7 @@ def compute_metrics(
         oos_id = list(labels).index(oos_label)
         out["oos"] = dict(per_intent[str(oos_label)])
         in_scope = y != oos_id
-        out["in_scope_accuracy"] = (
-            float(correct[in_scope].mean()) if in_scope.any() else None
-        )
+        out["in_scope_accuracy"] = float(correct[in_scope].mean()) if in_scope.any() else None
 
     # 5. Confusion matrix, when it stays a reasonable size.
     if n_classes <= MAX_CONFUSION_LABELS:

@@ -27,12 +27,14 @@ from transformers import (
 
 from training.config import TrainConfig, dump_config
 from training.data import IntentDataset, Split, load_dataset
-from training.evaluate import evaluate_split, write_evaluation
+from training.data.types import OOS_LABEL
+from training.evaluate import split_metrics, split_probabilities, write_evaluation
 from training.export import merged_model, save_model_dir, write_json, write_routes
 from training.head_init import linear_probe_init
 from training.metrics import trainer_compute_metrics
 from training.model_card import write_model_card
 from training.modeling import BuiltModel, apply_lora, build_classifier
+from training.thresholds import choose_oos_threshold
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +45,7 @@ class TrainResult:
     metrics: dict[str, Any]
 
 
-def train(
-    config: TrainConfig, *, resume: str | bool | None = None, progress: bool = True
-) -> TrainResult:
+def train(config: TrainConfig, *, resume: str | bool | None = None, progress: bool = True) -> TrainResult:
     out = Path(config.output_dir)
     set_seed(config.optim.seed)
     started = time.perf_counter()
@@ -83,26 +83,24 @@ def train(
     write_routes(data.routes, out)
     dump_config(config, out / "config.yaml")
 
-    # 5. Evaluate the exported weights on validation and test; metrics, picture, model card.
-    metrics: dict[str, Any] = {
-        "validation": evaluate_split(
-            model,
-            built.tokenizer,
-            data.validation,
-            data.label_map.labels,
-            max_length=config.model.max_length,
-            progress=progress,
-        ),
-    }
-    if data.test is not None:
-        metrics["test"] = evaluate_split(
-            model,
-            built.tokenizer,
-            data.test,
-            data.label_map.labels,
-            max_length=config.model.max_length,
-            progress=progress,
+    # 5. Evaluate the exported weights on validation and test; with an `oos` label, choose the
+    #    confidence threshold below which a query is out of scope, on validation only.
+    labels = data.label_map.labels
+    evaluated = {
+        name: split_probabilities(
+            model, built.tokenizer, split, labels, max_length=config.model.max_length, progress=progress
         )
+        for name, split in (("validation", data.validation), ("test", data.test))
+        if split is not None
+    }
+    metrics: dict[str, Any] = {}
+    if data.has_oos:
+        metrics["oos_threshold"] = choose_oos_threshold(
+            evaluated["validation"][1], evaluated["validation"][0], labels.index(OOS_LABEL)
+        )
+    threshold = metrics["oos_threshold"]["threshold"] if data.has_oos else None
+    for name, (y_true, probs) in evaluated.items():
+        metrics[name] = split_metrics(y_true, probs, labels, oos_threshold=threshold)
     metrics["training"] = _training_facts(config, data, train_output, train_seconds)
     write_json(out / "metrics.json", metrics)
     headline = metrics.get("test", metrics["validation"])
@@ -221,9 +219,7 @@ def _peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def _training_facts(
-    config: TrainConfig, data: IntentDataset, output: Any, seconds: float
-) -> dict[str, Any]:
+def _training_facts(config: TrainConfig, data: IntentDataset, output: Any, seconds: float) -> dict[str, Any]:
     return {
         "dataset": data.name,
         "dataset_fingerprint": data.fingerprint,
