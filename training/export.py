@@ -103,6 +103,4 @@ def write_routes(routes: dict[str, str], out_dir: Path) -> None:
 
     if routes:
         text = "# intent -> route (department), from the training dataset\n"
-        (out_dir / "routes.yaml").write_text(
-            text + yaml.safe_dump({"routes": routes}, sort_keys=True)
-        )
+        (out_dir / "routes.yaml").write_text(text + yaml.safe_dump({"routes": routes}, sort_keys=True))

@@ -47,9 +47,7 @@ def head_features(
     device = next(model.parameters()).device
     rows: list[np.ndarray] = []
     try:
-        for start in tqdm(
-            range(0, len(texts), batch_size), desc="probe features", disable=not progress
-        ):
+        for start in tqdm(range(0, len(texts), batch_size), desc="probe features", disable=not progress):
             enc = tokenizer(
                 list(texts[start : start + batch_size]),
                 padding=True,

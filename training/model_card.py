@@ -53,8 +53,7 @@ def write_model_card(
         "| --- | --- | --- |",
     ]
     sections += [
-        f"| {i} | {label} | {data.routes.get(label, '')} |"
-        for i, label in enumerate(data.label_map.labels)
+        f"| {i} | {label} | {data.routes.get(label, '')} |" for i, label in enumerate(data.label_map.labels)
     ]
     path = out_dir / "README.md"
     path.write_text("\n".join(sections) + "\n")

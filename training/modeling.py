@@ -79,9 +79,7 @@ def resolve_pooling(pooling: Pooling, config: PretrainedConfig) -> str:
     if not is_decoder(config) and pooling == "last":
         raise ModelLoadError("model.pooling='last' is for decoders; encoders take 'mean' or 'cls'")
     if pooling == "mean" and config.model_type != "bert":
-        raise ModelLoadError(
-            f"mean pooling is implemented for BERT encoders, not {config.model_type}"
-        )
+        raise ModelLoadError(f"mean pooling is implemented for BERT encoders, not {config.model_type}")
     return pooling
 
 
@@ -105,11 +103,7 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
 
 
 def classifier_class(config: PretrainedConfig, pooling: str) -> Any:
-    return (
-        MeanPoolBertForSequenceClassification
-        if pooling == "mean"
-        else AutoModelForSequenceClassification
-    )
+    return MeanPoolBertForSequenceClassification if pooling == "mean" else AutoModelForSequenceClassification
 
 
 def load_classifier(
@@ -121,9 +115,7 @@ def load_classifier(
         raise ModelLoadError(f"not a model directory (no config.json): {path}")
     config = AutoConfig.from_pretrained(path)
     if not any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
-        raise ModelLoadError(
-            f"{path} is not a classifier with a label map (see `switchboard train`)"
-        )
+        raise ModelLoadError(f"{path} is not a classifier with a label map (see `switchboard train`)")
     pooling = resolve_pooling("auto", config)
     model = classifier_class(config, pooling).from_pretrained(path, dtype=dtype)
     model.eval()
@@ -172,9 +164,7 @@ def build_classifier(
     pooling = resolve_pooling(cfg.pooling, base_config)
     dtype = compute_dtype(cfg.precision)
     tokenizer = load_tokenizer(base_path)
-    fresh_head = not any(
-        a.endswith("ForSequenceClassification") for a in base_config.architectures or []
-    )
+    fresh_head = not any(a.endswith("ForSequenceClassification") for a in base_config.architectures or [])
 
     kwargs: dict[str, Any] = {
         "num_labels": len(labels),
@@ -217,9 +207,7 @@ def apply_lora(built: BuiltModel, cfg: ModelConfig, lora: LoraSettingsConfig) ->
 
     model = built.model
     if cfg.method == "qlora":
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=cfg.gradient_checkpointing
-        )
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     elif cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()

@@ -117,18 +117,13 @@ def per_intent_table(metrics: dict[str, Any], *, worst: int | None = 10) -> Tabl
 def _row_normalised(confusion: Sequence[Sequence[int]], n_labels: int) -> np.ndarray:
     counts = np.asarray(confusion, dtype=np.float64)
     if counts.shape != (n_labels, n_labels):
-        raise ValueError(
-            f"confusion matrix has shape {counts.shape}, "
-            f"expected ({n_labels}, {n_labels})"
-        )
+        raise ValueError(f"confusion matrix has shape {counts.shape}, expected ({n_labels}, {n_labels})")
     row_sums = counts.sum(axis=1, keepdims=True)
     # Rows with no examples stay all zero instead of 0/0.
     return np.divide(counts, row_sums, out=np.zeros_like(counts), where=row_sums > 0)
 
 
-def plot_confusion_matrix(
-    metrics: dict[str, Any], labels: Sequence[str], path: Path, *, title: str
-) -> Path:
+def plot_confusion_matrix(metrics: dict[str, Any], labels: Sequence[str], path: Path, *, title: str) -> Path:
     """Write the row-normalised (recall) confusion matrix as a PNG and return its path.
 
     Up to ``ANNOTATE_MAX_LABELS`` labels every cell carries its value; up to
@@ -138,9 +133,7 @@ def plot_confusion_matrix(
     label count, capped at ``MAX_FIG_INCHES``.
     """
     if "confusion" not in metrics:
-        raise ValueError(
-            "metrics has no 'confusion' entry (omitted for very many labels)"
-        )
+        raise ValueError("metrics has no 'confusion' entry (omitted for very many labels)")
     n = len(labels)
     matrix = _row_normalised(metrics["confusion"], n)
 
@@ -156,17 +149,13 @@ def plot_confusion_matrix(
     norm = Normalize(0.0, 1.0) if annotate else PowerNorm(0.5, 0.0, 1.0)
     image = ax.imshow(matrix, cmap="Blues", norm=norm, interpolation="nearest")
     scale = "" if annotate else " (sqrt scale)"
-    fig.colorbar(
-        image, ax=ax, fraction=0.046, pad=0.02, label=f"fraction of true class{scale}"
-    )
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02, label=f"fraction of true class{scale}")
 
     # 3. Axes: names when readable, sparse class ids otherwise.
     if n <= TICK_LABELS_MAX:
         fontsize = 9 if n <= ANNOTATE_MAX_LABELS else 7
         ticks = np.arange(n)
-        ax.set_xticks(
-            ticks, [str(label) for label in labels], rotation=90, fontsize=fontsize
-        )
+        ax.set_xticks(ticks, [str(label) for label in labels], rotation=90, fontsize=fontsize)
         ax.set_yticks(ticks, [str(label) for label in labels], fontsize=fontsize)
         ax.set_xlabel("predicted intent")
         ax.set_ylabel("true intent")

@@ -35,15 +35,11 @@ def embed(texts: list[str], *, batch_size: int = 128, progress: bool = False) ->
 
     model = SentenceTransformer(resolve_base_model(EMBEDDING_MODEL), device="cpu")
     return np.asarray(
-        model.encode(
-            texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=progress
-        )
+        model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=progress)
     )
 
 
-def _features(
-    kind: Kind, train: list[str], test: list[str], progress: bool
-) -> tuple[Any, Any, float, float]:
+def _features(kind: Kind, train: list[str], test: list[str], progress: bool) -> tuple[Any, Any, float, float]:
     started = time.perf_counter()
     if kind == "embeddings":
         x_train = embed(train, progress=progress)
@@ -59,9 +55,7 @@ def _features(
             ("word", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)),
             (
                 "char",
-                TfidfVectorizer(
-                    analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2
-                ),
+                TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2),
             ),
         ]
     )
@@ -89,9 +83,7 @@ def run_baseline(
     probs = np.zeros((len(data.test), len(data.label_map)), dtype=np.float32)
     probs[:, classifier.classes_] = classifier.predict_proba(x_test)
     predict_s = time.perf_counter() - started
-    metrics = compute_metrics(
-        data.label_map.encode(data.test.labels), probs, list(data.label_map.labels)
-    )
+    metrics = compute_metrics(data.label_map.encode(data.test.labels), probs, list(data.label_map.labels))
     return BaselineResult(
         f"{kind} + logistic regression", metrics, feat_train_s + fit_s, feat_test_s + predict_s
     )

@@ -86,9 +86,7 @@ def load_dataset(
         )
     validation = source.validation
     if validation is None:
-        train, validation, note = _carve(
-            train, validation_fraction, seed, "validation", train_origin, 2
-        )
+        train, validation, note = _carve(train, validation_fraction, seed, "validation", train_origin, 2)
         if note:
             warnings.append(f"validation split{note}")
 

@@ -74,9 +74,7 @@ def _read_directory(directory: Path) -> SourceData:
         train_file = files["train"]
         if train_file is None:
             expected = ", ".join(f"train{suffix}" for suffix in SUFFIXES)
-            raise DatasetError(
-                f"no train file in {directory}: expected one of {expected} or {CLINC_FILE}"
-            )
+            raise DatasetError(f"no train file in {directory}: expected one of {expected} or {CLINC_FILE}")
         validation_file, test_file = files["validation"], files["test"]
         source = SourceData(
             name=directory.name,
@@ -134,9 +132,7 @@ def _read_sidecars(directory: Path, source: SourceData) -> None:
         if routes_file.is_file():
             file_routes = read_routes_file(routes_file)
             differing = sorted(
-                label
-                for label, route in file_routes.items()
-                if source.routes.get(label, route) != route
+                label for label, route in file_routes.items() if source.routes.get(label, route) != route
             )
             if differing:
                 source.warnings.append(
@@ -161,9 +157,7 @@ def read_records(path: Path, data: Any = None) -> list[Record]:
     if path.suffix == ".json":
         data = _load_json(path) if data is None else data
         if not isinstance(data, list):
-            raise DatasetError(
-                f"{path}: expected a JSON list of records, got {type(data).__name__}"
-            )
+            raise DatasetError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
         return _records_from_objects(((f"item {i}", item) for i, item in enumerate(data)), path)
     raise DatasetError(f"{path}: unsupported file type {path.suffix!r} (use .csv, .jsonl or .json)")
 
@@ -256,8 +250,7 @@ def _parse_chat(obj: Mapping[str, Any], where: str) -> Record:
     for role in ("user", "assistant"):
         if role not in last:
             raise DatasetError(
-                f"{where}: no {role!r} message (text = last user message, "
-                "label = last assistant message)"
+                f"{where}: no {role!r} message (text = last user message, label = last assistant message)"
             )
     return Record(text=last["user"], label=last["assistant"], where=where)
 
@@ -376,9 +369,7 @@ def _read_categories(path: Path) -> tuple[list[str], dict[str, str]]:
         return [str(label).strip() for label in data], {
             str(k).strip(): v.strip() for k, v in data.items() if v.strip()
         }
-    raise DatasetError(
-        f"{path}: expected a JSON list of label names or an object label -> description"
-    )
+    raise DatasetError(f"{path}: expected a JSON list of label names or an object label -> description")
 
 
 # -- route map -----------------------------------------------------------------------------

@@ -113,9 +113,7 @@ class LabelMap:
         label2id = self.label2id
         unknown = sorted({label for label in labels if label not in label2id})
         if unknown:
-            raise DatasetError(
-                f"unknown label(s) {preview(unknown)}; the label map has {len(self)} labels"
-            )
+            raise DatasetError(f"unknown label(s) {preview(unknown)}; the label map has {len(self)} labels")
         return [label2id[label] for label in labels]
 
     def decode(self, ids: Sequence[int]) -> list[str]:

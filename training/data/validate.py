@@ -36,9 +36,7 @@ def check_records(records: Sequence[Record], origin: str) -> None:
             raise DatasetError(f"{record.where}: empty label")
 
 
-def check_declared_labels(
-    data_labels: Iterable[str], declared: Sequence[str], origin: str
-) -> list[str]:
+def check_declared_labels(data_labels: Iterable[str], declared: Sequence[str], origin: str) -> list[str]:
     """Every data label must be declared; returns warnings for declared labels without data."""
     declared_set = set(declared)
     data_set = set(data_labels)
@@ -53,9 +51,7 @@ def check_fixed_labels(data_labels: Iterable[str], fixed: Sequence[str]) -> None
     """With a fixed label set (retraining), no data label may fall outside it."""
     outside = sorted(set(data_labels) - set(fixed))
     if outside:
-        raise DatasetError(
-            f"labels not in the fixed label set of {len(fixed)} labels: {preview(outside)}"
-        )
+        raise DatasetError(f"labels not in the fixed label set of {len(fixed)} labels: {preview(outside)}")
 
 
 def check_splittable(group_labels: Sequence[str], needed: int, purpose: str, origin: str) -> None:
@@ -79,18 +75,14 @@ def check_eval_labels(train_labels: set[str], records: Sequence[Record], origin:
         raise DatasetError(f"{origin}: labels not present in train: {preview(unseen)}")
 
 
-def build_report(
-    splits: Mapping[str, Sequence[Record]], warnings: Sequence[str] = ()
-) -> ValidationReport:
+def build_report(splits: Mapping[str, Sequence[Record]], warnings: Sequence[str] = ()) -> ValidationReport:
     """Duplicates and conflicts (over all splits together), train label counts, leakage."""
     labels_by_text: dict[str, Counter[str]] = defaultdict(Counter)
     for records in splits.values():
         for record in records:
             labels_by_text[record.text][record.label] += 1
     duplicates = sum(n - 1 for labels in labels_by_text.values() for n in labels.values() if n > 1)
-    conflicts = [
-        (text, sorted(labels)) for text, labels in labels_by_text.items() if len(labels) > 1
-    ]
+    conflicts = [(text, sorted(labels)) for text, labels in labels_by_text.items() if len(labels) > 1]
     report = ValidationReport(
         duplicate_texts=duplicates,
         conflicting_texts=conflicts,
@@ -104,8 +96,7 @@ def build_report(
     if conflicts:
         text, labels = conflicts[0]
         report.warnings.append(
-            f"{len(conflicts)} text(s) with conflicting labels, "
-            f"e.g. {text!r} -> {', '.join(labels)}"
+            f"{len(conflicts)} text(s) with conflicting labels, e.g. {text!r} -> {', '.join(labels)}"
         )
     train_texts = {record.text for record in splits["train"]}
     for name, records in splits.items():
