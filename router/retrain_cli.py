@@ -1,0 +1,74 @@
+"""`switchboard retrain`: train a challenger from logged feedback and promote it through the gate.
+
+Exit codes (for cron / Kubernetes CronJobs): 0 promoted, 10 not promoted (the gate said no),
+11 nothing to do (too little feedback), 2 bad input or a failed step (the champion is untouched).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def retrain_command(
+    registry: Annotated[
+        Path, typer.Option("--registry", "-r", envvar="SWITCHBOARD_REGISTRY", help="Registry directory.")
+    ] = Path("runs/registry"),
+    database_url: Annotated[
+        str, typer.Option(envvar="SWITCHBOARD_DATABASE_URL", help="The router's store (SQLAlchemy URL).")
+    ] = "sqlite:///switchboard.db",
+    since: Annotated[
+        datetime | None, typer.Option(help="Only feedback from this time on (ISO 8601).")
+    ] = None,
+    min_feedback: Annotated[int, typer.Option(help="Fewer usable feedback rows: nothing to do.")] = 20,
+    holdout: Annotated[float, typer.Option(help="Share of feedback held out for the gate.")] = 0.2,
+    feedback_weight: Annotated[int, typer.Option(help="Oversampling factor of feedback in train.")] = 3,
+    test_margin: Annotated[float, typer.Option(help="Allowed test-accuracy loss (0.005 = 0.5 pt).")] = 0.005,
+    start_from: Annotated[str, typer.Option(help="champion (fine-tune its weights) | base")] = "champion",
+    dry_run: Annotated[bool, typer.Option(help="Register the challenger but never promote.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="Training overrides, e.g. optim.epochs=2")
+    ] = None,
+) -> None:
+    """Retrain from logged feedback; the challenger replaces the champion only if the gate says so."""
+    from router.cli import _quiet_libraries, fail, user_errors
+
+    if start_from not in ("champion", "base"):
+        fail(f"--start-from must be 'champion' or 'base', not {start_from!r}")
+    if not 0.0 < holdout < 1.0:
+        fail(f"--holdout must be between 0 and 1, not {holdout}")
+    _quiet_libraries()
+    with user_errors():
+        from training.retrain import RetrainOptions, retrain
+
+        decision = retrain(
+            RetrainOptions(
+                registry=registry,
+                database_url=database_url,
+                since=since,
+                min_feedback=min_feedback,
+                holdout_fraction=holdout,
+                feedback_weight=feedback_weight,
+                test_margin=test_margin,
+                start_from=start_from,  # type: ignore[arg-type]
+                overrides=list(overrides or []),
+                promote=not dry_run,
+            ),
+            progress=progress,
+        )
+    print(
+        json.dumps(
+            {
+                "outcome": decision.outcome.name.lower(),
+                "reason": decision.reason,
+                "challenger": decision.version,
+            },
+            default=str,
+        )
+    )
+    raise typer.Exit(int(decision.outcome))

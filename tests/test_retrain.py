@@ -1,0 +1,255 @@
+"""Retraining from feedback: resolve, gate, promote, rollback, crash safety (real store, real training)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert
+
+from router.store.db import create_db_engine, migrate
+from router.store.models import feedback, requests
+from training.config import build_config
+from training.feedback_data import resolve
+from training.modeling import load_classifier
+from training.predict import predict_proba
+from training.registry import Registry
+from training.retrain import Outcome, RetrainOptions, _gate, retrain
+from training.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+WEAK = "upgrade_device"  # the intent the champion barely saw
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _write(path: Path, rows: list[dict[str, str]]) -> None:
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["text", "label"])
+        writer.writeheader()
+        writer.writerows({"text": r["text"], "label": r["label"]} for r in rows)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A champion that saw only 2 `upgrade_device` examples, registered; the 22 it did not see."""
+    root = tmp_path_factory.mktemp("retrain")
+    rows = _rows(REPO / "data" / "sample" / "train.csv")
+    weak = [r for r in rows if r["label"] == WEAK]
+    others = [r for r in rows if r["label"] != WEAK]
+    data = root / "data"
+    data.mkdir()
+    validation = [r for i, r in enumerate(others) if i % 8 == 0]
+    _write(data / "train.csv", [r for i, r in enumerate(others) if i % 8] + weak[:2])
+    _write(data / "validation.csv", validation + weak[:1])
+    _write(data / "test.csv", _rows(REPO / "data" / "sample" / "test.csv"))
+    cfg = build_config(
+        {
+            "data": {"dataset": str(data)},
+            "optim": {"max_steps": 24, "batch_size": 16, "learning_rate": 1e-4, "head_learning_rate": 1e-3},
+            "output_dir": str(root / "champion"),
+        }
+    )
+    train(cfg, progress=False)
+    registry = Registry(root / "registry")
+    registry.register(root / "champion", alias="champion")
+    return {"root": root, "registry": registry, "unseen": [r["text"] for r in weak[2:]]}
+
+
+def _store(url: str, items: list[tuple[str, str, str]]) -> None:
+    """Log requests and their feedback, as the router does (text, predicted, corrected)."""
+    engine = create_db_engine(url)
+    migrate(engine)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        for i, (text, predicted, correct) in enumerate(items):
+            rid = str(uuid.uuid4())
+            at = now + timedelta(milliseconds=i)
+            conn.execute(
+                insert(requests).values(
+                    id=rid,
+                    created_at=at,
+                    text=text,
+                    intent=predicted,
+                    confidence=0.5,
+                    route="x",
+                    fallback=False,
+                    model_version="v0001",
+                    latency_ms=1.0,
+                )
+            )
+            conn.execute(
+                insert(feedback).values(
+                    id=str(uuid.uuid4()),
+                    idempotency_key=rid,
+                    payload_hash="h",
+                    request_id=rid,
+                    correct_intent=correct,
+                    predicted_intent=predicted,
+                    agree=predicted == correct,
+                    created_at=at,
+                )
+            )
+    engine.dispose()
+
+
+def _predict(model_dir: Path, texts: list[str]) -> list[str]:
+    model, tok = load_classifier(model_dir)
+    probs = predict_proba(model, tok, texts, progress=False)
+    return [model.config.id2label[int(i)] for i in probs.argmax(axis=1)]
+
+
+def test_resolve_latest_wins_and_conflicts_are_reported() -> None:
+    class Row:
+        def __init__(self, rid: str, text: str | None, label: str) -> None:
+            self.request_id, self.text, self.correct_intent = rid, text, label
+            self.predicted_intent, self.model_version, self.created_at = "p", "v1", datetime.now(UTC)
+
+    fb = resolve(
+        [
+            Row("r1", "hello", "a"),
+            Row("r1", "hello", "b"),
+            Row("r2", "hi", "a"),
+            Row("r3", "hi", "c"),
+            Row("r4", None, "a"),
+        ]
+    )
+    assert fb.superseded == 1 and fb.without_text == 1
+    assert fb.conflicts == {"hi": ["a", "c"]}
+    assert [(e.text, e.label) for e in fb.examples] == [("hello", "b")]
+
+
+def test_gate_rules() -> None:
+    def s(test: float, fb: float) -> dict:
+        return {"test": {"accuracy": test}, "feedback_holdout": {"accuracy": fb, "n": 5}}
+
+    assert _gate({"champion": s(0.90, 0.2), "challenger": s(0.897, 0.8)}, 0.005)[0]
+    assert not _gate({"champion": s(0.90, 0.2), "challenger": s(0.88, 0.8)}, 0.005)[0]  # worse on test
+    assert not _gate({"champion": s(0.90, 0.6), "challenger": s(0.95, 0.6)}, 0.005)[
+        0
+    ]  # not better on feedback
+
+
+@pytest.mark.slow
+def test_too_little_feedback_is_nothing_to_do(world: dict, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    _store(url, [("hello there", "add_line", WEAK)])
+    decision = retrain(
+        RetrainOptions(registry=world["registry"].root, database_url=url, min_feedback=5), progress=False
+    )
+    assert decision.outcome == Outcome.NOTHING_TO_DO and "1 usable" in decision.reason
+
+
+@pytest.mark.slow
+def test_corrective_feedback_promotes_a_better_challenger_and_rollback_restores(
+    world: dict, tmp_path: Path
+) -> None:
+    registry: Registry = world["registry"]
+    champion = registry.get("champion")
+    before = _predict(champion.path, world["unseen"])
+    wrong = [(t, p) for t, p in zip(world["unseen"], before, strict=True) if p != WEAK]
+    assert len(wrong) >= 10, f"the champion should miss most unseen {WEAK} queries: {before}"
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    _store(url, [(t, p, WEAK) for t, p in wrong])
+    decision = retrain(
+        RetrainOptions(
+            registry=registry.root,
+            database_url=url,
+            min_feedback=5,
+            feedback_weight=3,
+            overrides=["optim.max_steps=24"],
+        ),
+        progress=False,
+    )
+    scores = decision.report["scores"]
+    assert decision.outcome == Outcome.PROMOTED, decision.reason
+    assert (
+        scores["challenger"]["feedback_holdout"]["accuracy"]
+        > scores["champion"]["feedback_holdout"]["accuracy"]
+    )
+    new = registry.get("champion")
+    assert new.version == decision.version and new.meta["parent"] == champion.version
+    assert (new.path / "decision.md").is_file() and json.loads((new.path / "decision.json").read_text())[
+        "promoted"
+    ]
+    after = _predict(new.path, [t for t, _ in wrong])
+    assert sum(p == WEAK for p in after) >= 0.8 * len(wrong)
+
+    assert registry.rollback().version == champion.version
+    assert _predict(registry.champion_path(), world["unseen"]) == before
+
+
+@pytest.mark.slow
+def test_worse_challenger_is_refused(world: dict, tmp_path: Path) -> None:
+    registry: Registry = world["registry"]
+    champion_before = registry.get("champion").version
+    # systematically wrong "feedback": every text of four intents relabelled as refund_request
+    rows = [
+        r
+        for r in _rows(REPO / "data" / "sample" / "train.csv")
+        if r["label"] in {"no_signal", "login_problem", "add_line", "bill_explanation"}
+    ]
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    _store(url, [(r["text"], r["label"], "refund_request") for r in rows])
+    decision = retrain(
+        RetrainOptions(
+            registry=registry.root,
+            database_url=url,
+            min_feedback=5,
+            feedback_weight=5,
+            overrides=["optim.max_steps=24"],
+        ),
+        progress=False,
+    )
+    assert decision.outcome == Outcome.NOT_PROMOTED, decision.report.get("scores")
+    assert "test accuracy fell" in decision.reason
+    assert registry.get("champion").version == champion_before
+    assert registry.get("challenger").version == decision.version
+
+
+@pytest.mark.slow
+def test_killed_retrain_leaves_registry_unchanged(world: dict, tmp_path: Path) -> None:
+    registry: Registry = world["registry"]
+    aliases_before = registry.aliases_file.read_bytes()
+    versions_before = [v.version for v in registry.versions()]
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    _store(url, [(t, "add_line", WEAK) for t in world["unseen"]])
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "router.cli",
+            "retrain",
+            "--registry",
+            str(registry.root),
+            "--database-url",
+            url,
+            "--min-feedback",
+            "5",
+            "--no-progress",
+            "optim.max_steps=2000",
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    time.sleep(30)  # mid-training: data read, challenger training
+    assert proc.poll() is None, "retrain ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert registry.aliases_file.read_bytes() == aliases_before
+    assert [v.version for v in registry.versions()] == versions_before

@@ -1,0 +1,229 @@
+"""`switchboard retrain`: logged feedback -> challenger -> evaluation gate -> (promotion).
+
+1. the champion and its recipe (config.yaml) from the registry;
+2. feedback from the store, resolved (latest label per request; conflicts reported and left out),
+   a slice held out for the gate;
+3. training data = the champion's train split + the rest of the feedback, oversampled;
+   validation and test stay the champion's, so the numbers compare;
+4. the challenger is trained in a scratch directory (from the champion's weights by default);
+5. gate: both models on the fixed test set and on the held-out feedback: promote only if the
+   challenger is not worse on test by more than `test_margin` and better on the feedback slice;
+6. register the challenger (alias `challenger`); promote it if it passed;
+7. a decision report (JSON + markdown) next to the new version.
+
+Crash safety: nothing touches the registry before step 6, and registering and promoting are
+atomic renames; a retrain that fails or is killed before then leaves champion and registry as
+they were.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from training.config import load_config
+from training.data import DatasetError, Split, load_dataset
+from training.evaluate import split_probabilities
+from training.feedback_data import FeedbackExample, read_feedback
+from training.metrics import compute_metrics
+from training.modeling import load_classifier
+from training.registry import Registry
+from training.train import train
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(IntEnum):
+    """Process exit codes, for cron: 0 promoted, 10 not promoted, 11 nothing to do (2: bad input)."""
+
+    PROMOTED = 0
+    NOT_PROMOTED = 10
+    NOTHING_TO_DO = 11
+
+
+@dataclass
+class RetrainOptions:
+    registry: Path
+    database_url: str
+    since: datetime | None = None
+    min_feedback: int = 20
+    holdout_fraction: float = 0.2
+    feedback_weight: int = 3  # each feedback example appears this many times in train
+    test_margin: float = 0.005  # the challenger may lose at most this much test accuracy
+    start_from: Literal["champion", "base"] = "champion"
+    overrides: list[str] = field(default_factory=list)  # TrainConfig overrides, e.g. optim.epochs=2
+    workdir: Path | None = None
+    promote: bool = True
+    seed: int = 42
+
+
+@dataclass
+class Decision:
+    outcome: Outcome
+    reason: str
+    report: dict[str, Any]
+    version: str | None = None
+
+
+def retrain(opts: RetrainOptions, *, progress: bool = True) -> Decision:
+    started = time.perf_counter()
+    registry = Registry(opts.registry)
+
+    # 1. Champion and its recipe.
+    champion = registry.get("champion")
+    config = load_config(champion.path / "config.yaml", opts.overrides)
+    base = load_dataset(
+        config.data.dataset, validation_fraction=config.data.validation_fraction, seed=config.data.seed
+    )
+    labels = set(base.label_map.labels)
+
+    # 2. Feedback, resolved; a slice held out for the gate.
+    feedback = read_feedback(opts.database_url, since=opts.since)
+    usable = [ex for ex in feedback.examples if ex.label in labels]
+    report: dict[str, Any] = {
+        "champion": champion.version,
+        "feedback": {
+            "rows_read": feedback.rows_read,
+            "usable": len(usable),
+            "superseded": feedback.superseded,
+            "without_text": feedback.without_text,
+            "conflicting_texts": len(feedback.conflicts),
+            "conflicts": dict(list(feedback.conflicts.items())[:20]),
+        },
+    }
+    if len(usable) < opts.min_feedback:
+        reason = f"nothing to do: {len(usable)} usable feedback rows, at least {opts.min_feedback} needed"
+        return Decision(Outcome.NOTHING_TO_DO, reason, report)
+    feedback.examples = usable
+    fb_train, fb_holdout = feedback.split(opts.holdout_fraction, opts.seed)
+    report["feedback"].update(train=len(fb_train), holdout=len(fb_holdout))
+
+    scratch = Path(opts.workdir or tempfile.mkdtemp(prefix="switchboard-retrain-"))
+    try:
+        # 3. Training data: champion's train + feedback (oversampled); same validation and test.
+        data_dir = scratch / "data"
+        _write_split(data_dir / "train.csv", base.train, fb_train * opts.feedback_weight)
+        _write_split(data_dir / "validation.csv", base.validation, [])
+        if base.test is None:
+            raise DatasetError(f"the champion's dataset {base.name!r} has no test split for the gate")
+        _write_split(data_dir / "test.csv", base.test, [])
+
+        # 4. Challenger.
+        config.data.dataset = str(data_dir)
+        config.output_dir = str(scratch / "challenger")
+        if opts.start_from == "champion":
+            config.model.base_model = str(champion.path)
+            config.optim.head_init = "random"  # keep the champion's trained head as loaded
+        result = train(config, progress=progress)
+
+        # 5. Gate.
+        holdout = Split([ex.text for ex in fb_holdout], [ex.label for ex in fb_holdout])
+        scores = {
+            "champion": _scores(champion.path, base.test, holdout, progress),
+            "challenger": _scores(result.output_dir, base.test, holdout, progress),
+        }
+        passed, reason = _gate(scores, opts.test_margin)
+        report.update(scores=scores, test_margin=opts.test_margin, passed=passed, reason=reason)
+
+        # 6. Register (and promote).
+        version = registry.register(
+            result.output_dir, parent=champion.version, alias="challenger", note=f"retrain: {reason}"
+        )
+        promoted = passed and opts.promote
+        if promoted:
+            registry.promote(version.version)
+        report.update(
+            challenger=version.version,
+            promoted=promoted,
+            retrain_seconds=round(time.perf_counter() - started, 1),
+        )
+
+        # 7. Decision report.
+        _write_report(version.path, report)
+        outcome = Outcome.PROMOTED if promoted else Outcome.NOT_PROMOTED
+        return Decision(outcome, reason, report, version.version)
+    finally:
+        if opts.workdir is None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _write_split(path: Path, split: Split, extra: list[FeedbackExample]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        writer.writerows(zip(split.texts, split.labels, strict=True))
+        writer.writerows((ex.text, ex.label) for ex in extra)
+
+
+def _scores(model_dir: Path, test: Split, holdout: Split, progress: bool) -> dict[str, Any]:
+    model, tokenizer = load_classifier(model_dir)
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    out: dict[str, Any] = {}
+    for name, split in (("test", test), ("feedback_holdout", holdout)):
+        if len(split) == 0:
+            out[name] = {"accuracy": None, "n": 0}
+            continue
+        y, probs = split_probabilities(model, tokenizer, split, labels, progress=progress)
+        m = compute_metrics(y, probs, labels)
+        out[name] = {
+            "accuracy": m["accuracy"],
+            "macro_f1": m["macro_f1"],
+            "n": m["n"],
+            "correct": round(m["accuracy"] * m["n"]),
+        }
+    return out
+
+
+def _gate(scores: dict[str, Any], margin: float) -> tuple[bool, str]:
+    champ, chall = scores["champion"], scores["challenger"]
+    test_delta = chall["test"]["accuracy"] - champ["test"]["accuracy"]
+    if test_delta < -margin:
+        return False, f"test accuracy fell by {-test_delta:.2%} (allowed: {margin:.2%})"
+    if champ["feedback_holdout"]["n"] == 0:
+        return False, "no held-out feedback to show the challenger is better"
+    fb_delta = chall["feedback_holdout"]["accuracy"] - champ["feedback_holdout"]["accuracy"]
+    if fb_delta <= 0:
+        return False, f"not better on held-out feedback ({fb_delta:+.2%})"
+    return True, f"held-out feedback accuracy {fb_delta:+.2%}, test accuracy {test_delta:+.2%}"
+
+
+def _write_report(directory: Path, report: dict[str, Any]) -> None:
+    (directory / "decision.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    rows = []
+    for model in ("champion", "challenger"):
+        s = report["scores"][model]
+        fb = s["feedback_holdout"]
+        rows.append(f"| {model} ({report[model]}) | {_pct(s['test']['accuracy'])} | {_pct(fb['accuracy'])} |")
+    fb_counts = report["feedback"]
+    md = [
+        f"# Retrain decision: {'promoted' if report['promoted'] else 'not promoted'}",
+        "",
+        f"**Why:** {report['reason']}.",
+        "",
+        "| model | test accuracy | held-out feedback accuracy |",
+        "| --- | --- | --- |",
+        *rows,
+        "",
+        f"Feedback: {fb_counts['rows_read']} rows read, {fb_counts['usable']} usable "
+        f"({fb_counts['train']} trained on, {fb_counts['holdout']} held out), "
+        f"{fb_counts['superseded']} superseded, {fb_counts['conflicting_texts']} conflicting texts left out, "
+        f"{fb_counts['without_text']} without text. Test margin: {report['test_margin']:.2%}. "
+        f"Retrain took {report['retrain_seconds']} s.",
+    ]
+    (directory / "decision.md").write_text("\n".join(md) + "\n")
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * float(np.round(value, 4)):.2f}%"
