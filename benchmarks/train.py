@@ -36,10 +36,11 @@ TARGETS = {
 }
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, capture: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run a `switchboard` command; its output streams through unless `capture` (for JSON)."""
     cmd = [sys.executable, "-m", "router.cli", *args]
     print("+", " ".join(cmd[2:]), flush=True)
-    done = subprocess.run(cmd, cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=None)
+    done = subprocess.run(cmd, cwd=REPO, text=True, stdout=subprocess.PIPE if capture else None)
     if done.returncode not in (0, 1):
         raise SystemExit(f"command failed ({done.returncode}): {' '.join(args)}")
     return done
@@ -87,7 +88,7 @@ def bench_dataset(name: str, out_root: Path) -> dict[str, Any]:
         "steps": facts["global_steps"],
         "model_dir": str(model_dir),
     }
-    check = _cli("check-vllm", str(model_dir), "--dataset", name)
+    check = _cli("check-vllm", str(model_dir), "--dataset", name, capture=True)
     result["vllm_agreement"] = json.loads(check.stdout.strip().splitlines()[-1])
     return result
 

@@ -24,7 +24,7 @@ def write_model_card(
         f"- Dataset: `{data.name}` (fingerprint `{data.fingerprint[:16]}`), "
         f"{facts['train_examples']} train / {facts['validation_examples']} validation / "
         f"{facts['test_examples']} test examples, {facts['num_labels']} intents.",
-        f"- Pooling: `{getattr(config.model, 'pooling', 'auto')}`; max length "
+        f"- Pooling: `{facts.get('pooling', config.model.pooling)}`; max length "
         f"{config.model.max_length} tokens. Full configuration: `config.yaml`.",
         "",
     ]

