@@ -88,6 +88,14 @@ def bench_dataset(name: str, out_root: Path) -> dict[str, Any]:
         "steps": facts["global_steps"],
         "model_dir": str(model_dir),
     }
+    if "with_oos_threshold" in metrics["test"]:  # the operating point the router uses
+        point = metrics["test"]["with_oos_threshold"]
+        tau = metrics["oos_threshold"]["threshold"]
+        result["systems"][f"  + OOS threshold {tau:.2f} (chosen on validation: max OOS-F1)"] = {
+            **_headline(point),
+            "train_seconds": facts["train_seconds"],
+            "peak_memory_mb": facts["peak_memory_mb"],
+        }
     check = _cli("check-vllm", str(model_dir), "--dataset", name, capture=True)
     result["vllm_agreement"] = json.loads(check.stdout.strip().splitlines()[-1])
     return result
