@@ -20,11 +20,11 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from time import perf_counter, time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from fastapi import FastAPI
@@ -35,13 +35,11 @@ from router.policy import Decision, Policy, build_policy
 from router.settings import Settings
 from router.store import RequestLog, RequestRecord, WriterHooks, create_db_engine, migrate
 from router.store import new_request_id as _new_id
-
-if TYPE_CHECKING:
-    from serving.engine import Engine, ModelInfo
+from serving.engine import Engine, EngineError, ModelInfo
 
 log = logging.getLogger(__name__)
 
-EngineFactory = Callable[[Settings], Awaitable["Engine"]]
+EngineFactory = Callable[[Settings], Awaitable[Engine]]
 T0 = "switchboard.t0"  # ASGI scope keys shared by the middleware and the handlers
 ENGINE_S = "switchboard.engine_s"
 _ENDPOINTS = frozenset(ENDPOINTS)
@@ -74,7 +72,9 @@ class Runtime:
     # -- model -----------------------------------------------------------------------------
 
     async def load_model(self) -> None:
+        """Open the engine, build the policy, warm up; on failure record why (readyz says it)."""
         s = self.settings
+        engine: Engine | None = None
         try:
             engine = await self.engine_factory(s)
             info = engine.info
@@ -82,8 +82,8 @@ class Runtime:
                 info.labels,
                 routes_file=s.routes_file,
                 model_routes=info.routes,
-                model_default_route=getattr(info, "default_route", None),
-                model_fallback_route=getattr(info, "fallback_route", None),
+                model_default_route=info.default_route,
+                model_fallback_route=info.fallback_route,
                 threshold=s.confidence_threshold,
                 margin=s.margin,
                 oos_labels=s.oos_labels,
@@ -95,18 +95,22 @@ class Runtime:
                 engine.batch_size_observer = self.metrics.engine_batch.observe
             async with asyncio.timeout(max(s.request_timeout_s, 60.0)):
                 await engine.classify(["warm-up query"])  # ready means: the model answers
+        except asyncio.CancelledError:  # shutdown while loading: do not leak the engine
+            if engine is not None:
+                await asyncio.shield(engine.close())
+            raise
         except Exception as err:
             self.load_error = f"{type(err).__name__}: {err}"
             log.error("model failed to load: %s", self.load_error, exc_info=err)
+            if engine is not None:
+                await engine.close()
             if self.on_load_failure is not None:
                 self.on_load_failure(self.load_error)
             return
         self.model = LoadedModel(engine, info, policy, frozenset(info.labels))
         self.metrics.set_model(info.version, s.engine, policy.route_names)
         self.metrics.ready.set(1)
-        log.info(
-            "serving model %s (%d intents) from %s", info.version, len(info.labels), info.model_dir
-        )
+        log.info("serving model %s (%d intents) from %s", info.version, len(info.labels), info.model_dir)
 
     def require_model(self) -> LoadedModel:
         model = self.model
@@ -118,13 +122,11 @@ class Runtime:
     # -- per request -----------------------------------------------------------------------
 
     async def classify(
-        self, model: LoadedModel, texts: Sequence[str], scope: dict[str, Any]
+        self, model: LoadedModel, texts: Sequence[str], scope: MutableMapping[str, Any]
     ) -> np.ndarray:
         """Engine probabilities under the per-request timeout; engine failures become 503."""
         if self.log is not None and self.log.full:
-            raise unavailable(
-                "request log backlog is full; retry later", self.settings.retry_after_s
-            )
+            raise unavailable("request log backlog is full; retry later", self.settings.retry_after_s)
         started = perf_counter()
         try:
             async with asyncio.timeout(self.settings.request_timeout_s):
@@ -132,7 +134,7 @@ class Runtime:
         except TimeoutError:
             raise timed_out(self.settings.request_timeout_s) from None
         except Exception as err:
-            log.error("engine failed: %s", err, exc_info=not _is_engine_error(err))
+            log.error("engine failed: %s", err, exc_info=not isinstance(err, EngineError))
             raise unavailable(
                 "the model engine is unavailable; retry later", self.settings.retry_after_s
             ) from None
@@ -147,10 +149,13 @@ class Runtime:
         decisions: Sequence[Decision],
         texts: Sequence[str],
         meta: dict[str, Any] | None,
-        t0: float,
+        scope: MutableMapping[str, Any],
     ) -> list[dict[str, Any]]:
         """Log each decision (queued, no I/O), count it, and return the response objects."""
-        latency_ms = round((perf_counter() - t0) * 1000, 3)
+        if self.log is not None and self.log.closing:  # cannot promise to store it: not accepted
+            raise unavailable("shutting down; retry on another replica", self.settings.retry_after_s)
+        t0 = scope.get(T0)
+        latency_ms = round((perf_counter() - t0) * 1000, 3) if t0 is not None else 0.0
         version = model.info.version
         store_text = self.settings.store_text
         now = time()
@@ -188,10 +193,6 @@ class Runtime:
         return results
 
 
-def _is_engine_error(err: BaseException) -> bool:
-    return type(err).__name__ == "EngineError"  # expected failure: no traceback in the log
-
-
 async def _open_engine(settings: Settings) -> Engine:
     from serving.engine import open_engine
 
@@ -204,7 +205,8 @@ async def _open_engine(settings: Settings) -> Engine:
         url=settings.engine_url,
         dtype=settings.dtype,
         eager=settings.eager,
-        timeout_s=settings.request_timeout_s,
+        # a little over ours, so a slow request is our 504, not the engine's error (503)
+        timeout_s=settings.request_timeout_s + 1.0,
         engine_overrides=overrides,
     )
 
@@ -281,9 +283,7 @@ def build_app(settings: Settings, *, engine_factory: EngineFactory | None = None
             db.url.render_as_string(hide_password=True),
             revision,
         )
-        hooks = WriterHooks(
-            on_flush=runtime.metrics.observe_flush, on_error=runtime.metrics.log_errors.inc
-        )
+        hooks = WriterHooks(on_flush=runtime.metrics.observe_flush, on_error=runtime.metrics.log_errors.inc)
         runtime.log = RequestLog(
             db,
             linger_s=settings.log_flush_interval_s,
@@ -311,7 +311,6 @@ def build_app(settings: Settings, *, engine_factory: EngineFactory | None = None
         summary="Routes customer queries to the right department with a fine-tuned intent model.",
         version="1",
         lifespan=lifespan,
-        responses={422: {"model": _error_model()}},
     )
     app.state.runtime = runtime
     install_error_handlers(app)
@@ -319,9 +318,3 @@ def build_app(settings: Settings, *, engine_factory: EngineFactory | None = None
     for module in (route, feedback, intents, health):
         app.include_router(module.router)
     return app
-
-
-def _error_model() -> Any:
-    from router.schemas import ErrorResponse
-
-    return ErrorResponse

@@ -38,23 +38,22 @@ def user_errors() -> Iterator[None]:
     from training.config import ConfigError
     from training.data import DatasetError
     from training.modeling import ModelLoadError
+    from training.registry import RegistryError
 
     try:
         yield
-    except (ConfigError, DatasetError, ModelLoadError) as err:
+    except (ConfigError, DatasetError, ModelLoadError, RegistryError) as err:
         fail(str(err))
 
 
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for name in ("httpx", "datasets", "urllib3", "filelock"):
+    for name in ("httpx", "datasets", "urllib3", "filelock", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="YAML preset (configs/*.yaml).")
-]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML preset (configs/*.yaml).")]
 DatasetOpt = Annotated[
     str | None,
     typer.Option("--dataset", "-d", help="Dataset dir/file, `banking77`, `clinc150` or a hub id."),
@@ -65,9 +64,7 @@ DatasetOpt = Annotated[
 def train(
     config: ConfigOpt = None,
     dataset: DatasetOpt = None,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Output model directory.")
-    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output model directory.")] = None,
     resume: Annotated[
         str | None,
         typer.Option(help="Resume from a checkpoint dir, or `latest` for the newest in OUTPUT."),
@@ -106,9 +103,7 @@ def evaluate(
         Path | None,
         typer.Option("--output", "-o", help="Write metrics.json + confusion_matrix.png here."),
     ] = None,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print the metrics as JSON only.")
-    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON only.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Accuracy, macro-F1, per-intent scores, calibration (and out-of-scope) for a model dir."""
@@ -118,9 +113,7 @@ def evaluate(
     with user_errors():
         from training.evaluate import evaluate_model_dir
 
-        metrics = evaluate_model_dir(
-            model_dir, dataset, split=split, output_dir=output, progress=progress
-        )
+        metrics = evaluate_model_dir(model_dir, dataset, split=split, output_dir=output, progress=progress)
     if json_out:
         import json
 
@@ -132,9 +125,7 @@ def evaluate(
 @app.command("check-vllm")
 def check_vllm(
     model_dir: Annotated[Path, typer.Argument(help="An exported model directory.")],
-    dataset: Annotated[
-        str, typer.Option("--dataset", "-d", help="Dataset whose texts to compare on.")
-    ],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset whose texts to compare on.")],
     split: Annotated[str, typer.Option(help="train | validation | test")] = "test",
     dtype: Annotated[str, typer.Option(help="vLLM dtype: auto | float32 | bfloat16")] = "auto",
     max_length: Annotated[int, typer.Option(help="Truncate texts to this many tokens.")] = 64,
@@ -184,13 +175,10 @@ def serve(
 ) -> None:
     """Serve the routing API: FastAPI on uvicorn, the model on vLLM, request log, /metrics."""
     _quiet_libraries()
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin
     from router.settings import SettingsError, load_settings
 
     try:
-        settings = load_settings(
-            config, model_dir=model, engine=engine, engine_url=url, host=host, port=port
-        )
+        settings = load_settings(config, model_dir=model, engine=engine, engine_url=url, host=host, port=port)
     except SettingsError as err:
         fail(str(err))
     _check_serving(settings)
@@ -209,6 +197,11 @@ def serve(
         os.kill(os.getpid(), signal.SIGTERM)
 
     application.state.runtime.on_load_failure = stop_on_failure
+    # uvicorn re-raises the signal that stopped it once it has shut down, which would kill the
+    # process with -SIGTERM after a clean drain (and skip the exit code below); these no-op
+    # handlers receive that re-raise, so a graceful stop exits 0.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     uvicorn.run(
         application,
         host=settings.host,
@@ -251,6 +244,20 @@ def _check_serving(settings: object) -> None:
     except (ModelDirError, PolicyError, StoreError) as err:
         fail(str(err))
 
+
+# Baselines and the benchmark report live in their own module (router/cli_bench.py).
+from router.cli_bench import baseline_app, bench  # noqa: E402
+
+app.add_typer(baseline_app)
+app.command("bench")(bench)
+
+
+from router.models_cli import models_app  # noqa: E402  (sub-app, after the helpers it uses)
+
+from router.retrain_cli import retrain_command  # noqa: E402
+
+app.add_typer(models_app, name="models")
+app.command("retrain")(retrain_command)
 
 if __name__ == "__main__":
     app()

@@ -1,4 +1,8 @@
-"""FastAPI dependencies, as `Annotated` types the handlers declare (resolved per request)."""
+"""FastAPI dependencies, as `Annotated` types the handlers declare (resolved per request).
+
+They are `async def` on purpose: FastAPI runs plain `def` dependencies in a worker thread,
+and two thread hops per request would cost more than the rest of the router's work.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,14 @@ from fastapi import Depends, Header, Request
 from router.app import LoadedModel, Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime  # type: ignore[no-any-return]
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_model(runtime: RuntimeDep) -> LoadedModel:
+async def get_model(runtime: RuntimeDep) -> LoadedModel:
     """The loaded model, or 503 with Retry-After while it loads (or after it failed to)."""
     return runtime.require_model()
 

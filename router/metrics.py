@@ -114,9 +114,7 @@ class RouterMetrics:
             ["version", "engine"],
             registry=r,
         )
-        self.ready = Gauge(
-            "switchboard_ready", "1 when the model is loaded and answering.", registry=r
-        )
+        self.ready = Gauge("switchboard_ready", "1 when the model is loaded and answering.", registry=r)
         self.in_flight = Gauge(
             "switchboard_in_flight_requests",
             "Requests being handled now (probes excluded).",
@@ -156,7 +154,7 @@ class RouterMetrics:
         self._request_children: dict[tuple[str, int], Counter] = {}
         self._latency_children = {e: self.request_latency.labels(e) for e in (*ENDPOINTS, OTHER)}
         self._routed_children: dict[str, Counter] = {}
-        self._fallback_children = {r: self.fallbacks.labels(r) for r in FALLBACK_REASONS}
+        self._fallback_children: dict[str, Counter] = {r: self.fallbacks.labels(r) for r in FALLBACK_REASONS}
         for verdict in ("agree", "disagree"):
             self.feedback.labels(verdict)
 

@@ -62,9 +62,7 @@ class RouteMap:
             raise PolicyError(f"{source}: `routes` must map intent -> route")
         for intent, route in routes.items():
             if not isinstance(route, str) or not route.strip():
-                raise PolicyError(
-                    f"{source}: route for intent {intent!r} must be a non-empty string"
-                )
+                raise PolicyError(f"{source}: route for intent {intent!r} must be a non-empty string")
         for key in ("default_route", "fallback_route"):
             value = data.get(key)
             if value is not None and (not isinstance(value, str) or not value.strip()):
@@ -124,9 +122,7 @@ class Policy:
         self.fallback_route = fallback_route or route_map.fallback_route or FALLBACK_ROUTE
         oos = set(oos_labels)
         self.routes = {  # out-of-scope labels always go to the fallback route
-            label: self.fallback_route
-            if label in oos
-            else route_map.routes.get(label, self.default_route)
+            label: self.fallback_route if label in oos else route_map.routes.get(label, self.default_route)
             for label in self.labels
         }
         unknown = sorted(set(route_map.routes) - set(self.labels))
@@ -150,9 +146,7 @@ class Policy:
         """Decisions for (N, C) probabilities, in row order."""
         probs = np.asarray(probs, dtype=np.float32)
         if probs.ndim != 2 or probs.shape[1] != len(self.labels):
-            raise PolicyError(
-                f"expected probabilities of shape (N, {len(self.labels)}), got {probs.shape}"
-            )
+            raise PolicyError(f"expected probabilities of shape (N, {len(self.labels)}), got {probs.shape}")
         k = self.top_k
         need = max(k, 2) if self._has_runner_up else 1
         # stable argsort of the negated rows: descending, ties keep label order

@@ -27,7 +27,18 @@ Text = Annotated[
     AfterValidator(_not_blank),
     Field(description="The customer's message. Limit: `max_text_chars` (default 2000)."),
 ]
-Scalar = str | int | float | bool | None
+
+
+def _flat(value: dict[str, Any]) -> dict[str, Any]:
+    for key, item in value.items():
+        if item is not None and not isinstance(item, str | int | float | bool):
+            raise PydanticCustomError(
+                "metadata_value", "value of '{key}' must be a string, number, boolean or null", {"key": key}
+            )
+    return value
+
+
+Metadata = Annotated[dict[str, Any], AfterValidator(_flat)]
 
 
 class _Strict(BaseModel):
@@ -36,7 +47,7 @@ class _Strict(BaseModel):
 
 class RouteRequest(_Strict):
     text: Text
-    metadata: dict[str, Scalar] | None = Field(
+    metadata: Metadata | None = Field(
         None,
         max_length=MAX_METADATA_KEYS,
         description="Free-form key -> scalar values stored with the request log (e.g. channel).",

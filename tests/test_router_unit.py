@@ -7,9 +7,11 @@ real engine is exercised in tests/test_router_e2e.py. Everything here runs in se
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -105,7 +107,8 @@ async def serving(
 
     app = build_app(settings, engine_factory=factory)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+        # like uvicorn: an unhandled error is answered (500 JSON) and then logged, not raised here
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://router") as client:
             client.app = app  # type: ignore[attr-defined]
             if wait:
@@ -120,18 +123,21 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def metric_samples(text: str) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {}
-    for family in text_string_to_metric_families(text):
-        out[family.name] = family.samples
-    return out
+class Scrape:
+    """A /metrics page parsed with prometheus_client's own parser."""
 
+    def __init__(self, text: str) -> None:
+        self.families = {f.name: f for f in text_string_to_metric_families(text)}
+        self.samples = [s for f in self.families.values() for s in f.samples]
 
-def sample_value(samples: list[Any], name: str, **labels: str) -> float:
-    for s in samples:
-        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-            return float(s.value)
-    raise AssertionError(f"no sample {name} {labels}")
+    def __call__(self, name: str, **labels: str) -> float:
+        for s in self.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return float(s.value)
+        raise AssertionError(f"no sample {name} {labels}")
+
+    def label_values(self, name: str, label: str) -> set[str]:
+        return {s.labels[label] for s in self.samples if s.name == name}
 
 
 def db_count(settings: Settings, table: Any) -> int:
@@ -232,9 +238,7 @@ def test_route_map_file_wins_and_bad_files_name_the_problem(tmp_path: Path) -> N
 # -- settings ----------------------------------------------------------------------------
 
 
-def test_settings_layers_env_over_yaml_over_defaults(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_settings_layers_env_over_yaml_over_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tmp_path / "settings.yaml"
     cfg.write_text("port: 9000\nmargin: 0.2\nconfidence_threshold: 0.7\n")
     monkeypatch.setenv("SWITCHBOARD_MARGIN", "0.3")
@@ -293,9 +297,7 @@ def test_writer_batches_flushes_on_close_and_serves_buffered_feedback(tmp_path: 
     async def scenario() -> None:
         from router.store import WriterHooks
 
-        log = RequestLog(
-            engine, linger_s=10.0, hooks=WriterHooks(on_flush=lambda n, s: flushes.append(n))
-        )
+        log = RequestLog(engine, linger_s=10.0, hooks=WriterHooks(on_flush=lambda n, s: flushes.append(n)))
         log.start()
         ids = [new_request_id() for _ in range(300)]
         for rid in ids:
@@ -308,9 +310,7 @@ def test_writer_batches_flushes_on_close_and_serves_buffered_feedback(tmp_path: 
         assert again.status == "replayed" and again.row == first.row
         keyed = await log.submit_feedback(feedback_item(ids[0], "no_signal", idempotency_key="k-1"))
         assert keyed.status == "created" and keyed.row is not None and keyed.row.agree
-        reused = await log.submit_feedback(
-            feedback_item(ids[1], "no_signal", idempotency_key="k-1")
-        )
+        reused = await log.submit_feedback(feedback_item(ids[1], "no_signal", idempotency_key="k-1"))
         assert reused.status == "conflict"
         missing = await log.submit_feedback(feedback_item("no-such-id", "no_signal"))
         assert missing.status == "not_found"
@@ -358,6 +358,63 @@ def test_writer_retries_a_failed_transaction_without_loss_or_duplicates(
     assert db_count(settings, requests_table) == 40  # retried, and ON CONFLICT kept it at once
 
 
+PG_ADMIN_URLS = [
+    os.environ.get("SWITCHBOARD_TEST_PG_URL", "postgresql://root@127.0.0.1:5432/test"),
+    "postgresql://postgres@127.0.0.1:5432/test",
+]
+
+
+@contextmanager
+def pg_schema() -> Iterator[str]:
+    """A database URL on a fresh PostgreSQL schema (dropped afterwards); skips without a server."""
+    from sqlalchemy import text
+
+    for admin_url in PG_ADMIN_URLS:
+        admin = create_db_engine(admin_url)
+        try:
+            with admin.begin() as conn:
+                schema = f"sb_test_{uuid.uuid4().hex[:10]}"
+                conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+            break
+        except Exception:
+            admin.dispose()
+    else:
+        pytest.skip("PostgreSQL at 127.0.0.1:5432 (database test) is not reachable")
+    try:
+        yield f"{admin_url}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def test_postgres_store_migrates_logs_and_dedupes_feedback() -> None:
+    with pg_schema() as url:
+        engine = create_db_engine(url)
+        assert engine.url.drivername == "postgresql+psycopg"
+        assert migrate(engine) == head_revision()
+        migrate(engine)
+
+        async def scenario() -> None:
+            log = RequestLog(engine, linger_s=0.001)
+            log.start()
+            ids = [new_request_id() for _ in range(120)]
+            for rid in ids:
+                log.log(record(rid))
+            created = await log.submit_feedback(feedback_item(ids[7], "no_signal", "qa"))
+            replay = await log.submit_feedback(feedback_item(ids[7], "no_signal", "qa"))
+            assert (created.status, replay.status) == ("created", "replayed")
+            assert replay.row == created.row
+            assert (await log.submit_feedback(feedback_item("x", "no_signal"))).status == "not_found"
+            await log.close()
+
+        run(scenario())
+        with engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(requests_table)).scalar() == 120
+            assert conn.execute(select(func.count()).select_from(feedback_table)).scalar() == 1
+        engine.dispose()
+
+
 # -- API -------------------------------------------------------------------------------
 
 
@@ -382,14 +439,12 @@ def test_route_batch_intents_and_openapi(tmp_path: Path) -> None:
                 False,
             )
             assert body["model_version"] == "fake-v1" and body["latency_ms"] > 0
-            assert len(body["alternatives"]) == 3 and body["alternatives"][0][
-                "probability"
-            ] == pytest.approx(0.9)
+            assert len(body["alternatives"]) == 3 and body["alternatives"][0]["probability"] == pytest.approx(
+                0.9
+            )
             assert r.headers["content-type"] == "application/json"
 
-            r = await client.post(
-                "/v1/route/batch", json={"texts": ["no signal", "weather today?", "hmm"]}
-            )
+            r = await client.post("/v1/route/batch", json={"texts": ["no signal", "weather today?", "hmm"]})
             results = r.json()["results"]
             assert [x["route"] for x in results] == [
                 "technical_support",
@@ -404,9 +459,7 @@ def test_route_batch_intents_and_openapi(tmp_path: Path) -> None:
             assert {i["intent"]: i["route"] for i in intents["intents"]}["oos"] == "human_review"
 
             schema = (await client.get("/openapi.json")).json()
-            assert {"/v1/route", "/v1/route/batch", "/v1/feedback", "/v1/intents"} <= set(
-                schema["paths"]
-            )
+            assert {"/v1/route", "/v1/route/batch", "/v1/feedback", "/v1/intents"} <= set(schema["paths"])
             assert "RouteResult" in schema["components"]["schemas"]
             assert (await client.get("/livez")).json() == {"status": "ok"}
 
@@ -452,17 +505,13 @@ def test_every_bad_input_is_a_json_error_naming_the_field(tmp_path: Path) -> Non
                 assert body["errors"][0]["type"] == kind, (payload, body)
                 assert body["detail"].startswith(f"{field}: ")
             assert (
-                "limit of 100 characters"
-                in (await client.post("/v1/route", json={"text": "x" * 101})).text
+                "limit of 100 characters" in (await client.post("/v1/route", json={"text": "x" * 101})).text
             )
             assert (
-                "limit of 4 texts"
-                in (await client.post("/v1/route/batch", json={"texts": ["a"] * 5})).text
+                "limit of 4 texts" in (await client.post("/v1/route/batch", json={"texts": ["a"] * 5})).text
             )
             unknown = (
-                await client.post(
-                    "/v1/feedback", json={"request_id": "x", "correct_intent": "nope"}
-                )
+                await client.post("/v1/feedback", json={"request_id": "x", "correct_intent": "nope"})
             ).json()
             assert unknown["errors"][0]["allowed"] == list(LABELS)
             assert "valid intents: bill_explanation, no_signal" in unknown["detail"]
@@ -477,9 +526,7 @@ def test_every_bad_input_is_a_json_error_naming_the_field(tmp_path: Path) -> Non
             assert (
                 "invalid JSON"
                 in (
-                    await client.post(
-                        "/v1/route", content=b"{", headers={"content-type": "application/json"}
-                    )
+                    await client.post("/v1/route", content=b"{", headers={"content-type": "application/json"})
                 ).json()["detail"]
             )
             r = await client.post(
@@ -502,9 +549,7 @@ def test_feedback_is_idempotent_and_checks_the_request(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         async with serving(settings) as client:
-            rid = (await client.post("/v1/route", json={"text": "no signal at home"})).json()[
-                "request_id"
-            ]
+            rid = (await client.post("/v1/route", json={"text": "no signal at home"})).json()["request_id"]
             fb = {"request_id": rid, "correct_intent": "no_signal", "source": "agent"}
             first = await client.post("/v1/feedback", json=fb)
             assert first.status_code == 201, first.text
@@ -519,31 +564,18 @@ def test_feedback_is_idempotent_and_checks_the_request(tmp_path: Path) -> None:
             keyed = await client.post("/v1/feedback", json=fix, headers=headers)
             assert keyed.status_code == 201 and keyed.json()["agree"] is False
             assert keyed.json()["feedback_id"] != first.json()["feedback_id"]
-            assert (
-                await client.post("/v1/feedback", json=fix, headers=headers)
-            ).json() == keyed.json()
-            other = await client.post(
-                "/v1/feedback", json={**fix, "correct_intent": "oos"}, headers=headers
-            )
-            assert (
-                other.status_code == 422
-                and other.json()["errors"][0]["type"] == "idempotency_key_reused"
-            )
+            assert (await client.post("/v1/feedback", json=fix, headers=headers)).json() == keyed.json()
+            other = await client.post("/v1/feedback", json={**fix, "correct_intent": "oos"}, headers=headers)
+            assert other.status_code == 422 and other.json()["errors"][0]["type"] == "idempotency_key_reused"
 
             missing = await client.post("/v1/feedback", json={**fb, "request_id": "nope"})
-            assert (
-                missing.status_code == 404 and missing.json()["errors"][0]["field"] == "request_id"
-            )
+            assert missing.status_code == 404 and missing.json()["errors"][0]["field"] == "request_id"
 
-            text = (await client.get("/metrics")).text
-            samples = metric_samples(text)
-            fb_samples = samples["switchboard_feedback"]
-            assert sample_value(fb_samples, "switchboard_feedback_total", verdict="agree") == 1
-            assert sample_value(fb_samples, "switchboard_feedback_total", verdict="disagree") == 1
-            assert (
-                sample_value(samples["switchboard_live_accuracy"], "switchboard_live_accuracy")
-                == 0.5
-            )
+            m = Scrape((await client.get("/metrics")).text)
+            assert m("switchboard_feedback_total", verdict="agree") == 1
+            assert m("switchboard_feedback_total", verdict="disagree") == 1
+            assert m("switchboard_live_accuracy") == 0.5
+            assert m("switchboard_live_accuracy_samples") == 2
 
     run(scenario())
     assert db_count(settings, feedback_table) == 2
@@ -565,90 +597,34 @@ def test_metrics_exposition_after_traffic(tmp_path: Path) -> None:
             await asyncio.sleep(0.05)  # let the writer flush
             return (await client.get("/metrics")).text
 
-    samples = metric_samples(run(scenario()))
-    requests = samples["switchboard_http_requests"]
-    assert (
-        sample_value(
-            requests, "switchboard_http_requests_total", endpoint="/v1/route", status="200"
-        )
-        == 5
-    )
-    assert (
-        sample_value(
-            requests, "switchboard_http_requests_total", endpoint="/v1/route", status="422"
-        )
-        == 1
-    )
-    assert (
-        sample_value(
-            requests, "switchboard_http_requests_total", endpoint="/v1/route/batch", status="200"
-        )
-        == 1
-    )
-    assert not any(s.labels["endpoint"] in {"/livez", "/readyz", "/metrics"} for s in requests)
-    latency = samples["switchboard_request_duration_seconds"]
-    assert (
-        sample_value(latency, "switchboard_request_duration_seconds_count", endpoint="/v1/route")
-        == 6
-    )
-    buckets = [
-        float(s.labels["le"])
-        for s in latency
-        if s.name.endswith("_bucket") and s.labels["endpoint"] == "/v1/route"
-    ]
-    assert buckets[0] == 0.0001 and 10.0 in buckets
-    assert (
-        sample_value(
-            samples["switchboard_engine_duration_seconds"],
-            "switchboard_engine_duration_seconds_count",
-        )
-        == 7
-    )
-    assert (
-        sample_value(
-            samples["switchboard_router_overhead_seconds"],
-            "switchboard_router_overhead_seconds_count",
-        )
-        == 5
-    )
-    assert sample_value(samples["switchboard_confidence"], "switchboard_confidence_count") == 8
-    routed = samples["switchboard_routed_queries"]
-    assert sample_value(routed, "switchboard_routed_queries_total", route="billing") == 3
-    assert sample_value(routed, "switchboard_routed_queries_total", route="human_review") == 2
-    fallbacks = samples["switchboard_fallbacks"]
-    assert sample_value(fallbacks, "switchboard_fallbacks_total", reason="out_of_scope") == 1
-    assert sample_value(fallbacks, "switchboard_fallbacks_total", reason="low_confidence") == 1
-    assert sample_value(fallbacks, "switchboard_fallbacks_total", reason="ambiguous") == 0
-    assert (
-        sample_value(
-            samples["switchboard_model_info"],
-            "switchboard_model_info",
-            version="fake-v1",
-            engine="local",
-        )
-        == 1
-    )
-    assert sample_value(samples["switchboard_ready"], "switchboard_ready") == 1
-    assert (
-        sample_value(samples["switchboard_in_flight_requests"], "switchboard_in_flight_requests")
-        == 0
-    )
-    assert (
-        sample_value(samples["switchboard_engine_batch_size"], "switchboard_engine_batch_size_sum")
-        == 11
-    )
-    assert (
-        sample_value(
-            samples["switchboard_batch_request_size"], "switchboard_batch_request_size_sum"
-        )
-        == 3
-    )
-    assert (
-        sample_value(samples["switchboard_request_log_rows"], "switchboard_request_log_rows_total")
-        == 8
-    )
-    assert np.isnan(sample_value(samples["switchboard_live_accuracy"], "switchboard_live_accuracy"))
-    assert "switchboard_http_requests_created" not in samples
+    m = Scrape(run(scenario()))
+    total = "switchboard_http_requests_total"
+    assert m(total, endpoint="/v1/route", status="200") == 5
+    assert m(total, endpoint="/v1/route", status="422") == 1
+    assert m(total, endpoint="/v1/route/batch", status="200") == 1
+    assert m.label_values(total, "endpoint") == {"/v1/route", "/v1/route/batch"}  # no probes
+    assert m("switchboard_request_duration_seconds_count", endpoint="/v1/route") == 6
+    buckets = m.label_values("switchboard_request_duration_seconds_bucket", "le")
+    assert {"0.0001", "0.001", "10.0", "+Inf"} <= buckets
+    assert m("switchboard_engine_duration_seconds_count") == 6  # the blank text never got there
+    assert m("switchboard_router_overhead_seconds_count") == 5
+    assert m("switchboard_confidence_count") == 8
+    assert m("switchboard_routed_queries_total", route="billing") == 3
+    assert m("switchboard_routed_queries_total", route="human_review") == 2
+    assert m("switchboard_routed_queries_total", route="general") == 1
+    assert m("switchboard_fallbacks_total", reason="out_of_scope") == 1
+    assert m("switchboard_fallbacks_total", reason="low_confidence") == 1
+    assert m("switchboard_fallbacks_total", reason="ambiguous") == 0
+    assert m("switchboard_feedback_total", verdict="agree") == 0
+    assert np.isnan(m("switchboard_live_accuracy"))
+    assert m("switchboard_model_info", version="fake-v1", engine="local") == 1
+    assert m("switchboard_ready") == 1
+    assert m("switchboard_in_flight_requests") == 0
+    assert m("switchboard_engine_batch_size_sum") == 1 + 5 + 3  # warm-up, singles, one batch
+    assert m("switchboard_batch_request_size_sum") == 3
+    assert m("switchboard_request_log_rows_total") == 8
+    assert m("switchboard_request_log_backlog") == 0
+    assert not any(name.endswith("_created") for name in (s.name for s in m.samples))
 
 
 def test_overload_answers_429_with_retry_after_and_probes_still_answer(tmp_path: Path) -> None:
@@ -658,23 +634,16 @@ def test_overload_answers_429_with_retry_after_and_probes_still_answer(tmp_path:
     async def scenario() -> None:
         async with serving(settings, engine) as client:
             engine.gate = asyncio.Event()
-            held = [
-                asyncio.create_task(client.post("/v1/route", json={"text": "bill"}))
-                for _ in range(2)
-            ]
+            held = [asyncio.create_task(client.post("/v1/route", json={"text": "bill"})) for _ in range(2)]
             while engine.calls < 3:  # warm-up + the two held requests
                 await asyncio.sleep(0.001)
             r = await client.post("/v1/route", json={"text": "bill"})
             assert r.status_code == 429 and r.headers["retry-after"] == "3"
             assert "limit 2" in r.json()["detail"]
             assert (await client.get("/livez")).status_code == 200  # probes are never refused
-            metrics = metric_samples((await client.get("/metrics")).text)
-            assert (
-                sample_value(
-                    metrics["switchboard_in_flight_requests"], "switchboard_in_flight_requests"
-                )
-                == 2
-            )
+            m = Scrape((await client.get("/metrics")).text)
+            assert m("switchboard_in_flight_requests") == 2
+            assert m("switchboard_http_requests_total", endpoint="/v1/route", status="429") == 1
             engine.gate.set()
             responses = await asyncio.wait_for(asyncio.gather(*held), 5)
             assert [r.status_code for r in responses] == [200, 200]
@@ -782,3 +751,23 @@ def test_serve_rejects_bad_arguments_in_one_line(
     result = CliRunner().invoke(app, ["serve", *args])
     assert result.exit_code == 2, result.output
     assert needle in result.output and "Traceback" not in result.output
+
+
+def test_serve_reports_a_bad_route_map_or_database_before_loading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from router.cli import app
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"id2label": {"0": "a", "1": "b"}}')
+    bad_routes = tmp_path / "routes.yaml"
+    bad_routes.write_text("routes: [a]\n")
+    monkeypatch.setenv("SWITCHBOARD_ROUTES_FILE", str(bad_routes))
+    result = CliRunner().invoke(app, ["serve", "--model", str(model)])
+    assert result.exit_code == 2 and "must map intent -> route" in result.output, result.output
+    monkeypatch.delenv("SWITCHBOARD_ROUTES_FILE")
+    monkeypatch.setenv("SWITCHBOARD_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    result = CliRunner().invoke(app, ["serve", "--model", str(model)])
+    assert result.exit_code == 2 and "cannot migrate the database" in result.output, result.output
+    assert "Traceback" not in result.output

@@ -45,18 +45,14 @@ async def post_feedback(
             allowed=valid,
         )
     assert rt.log is not None  # set in the lifespan before any request
-    item = feedback_item(
-        body.request_id, body.correct_intent, body.source, body.comment, idempotency_key
-    )
+    item = feedback_item(body.request_id, body.correct_intent, body.source, body.comment, idempotency_key)
     try:
         async with asyncio.timeout(rt.settings.request_timeout_s):
             result = await rt.log.submit_feedback(item)
     except TimeoutError:
         raise timed_out(rt.settings.request_timeout_s) from None
     except LogClosed:
-        raise unavailable(
-            "the feedback store is shutting down", rt.settings.retry_after_s
-        ) from None
+        raise unavailable("the feedback store is shutting down", rt.settings.retry_after_s) from None
     if result.status == "not_found":
         raise field_error(
             "request_id", f"no routed request with id {body.request_id!r}", "not_found", status=404

@@ -24,25 +24,19 @@ async def readyz(rt: RuntimeDep) -> JSONResponse:
     the engine stops answering."""
     model = rt.model
     if model is None:
-        status, reason = (
-            ("failed", rt.load_error) if rt.load_error else ("loading", "model loading")
-        )
+        status, reason = ("failed", rt.load_error) if rt.load_error else ("loading", "model loading")
         return _health(503, status, reason=reason)
     if not await model.engine.ready():
         return _health(503, "unavailable", model.info.version, "the engine is not answering")
     return _health(200, "ready", model.info.version)
 
 
-def _health(
-    code: int, status: str, version: str | None = None, reason: str | None = None
-) -> JSONResponse:
+def _health(code: int, status: str, version: str | None = None, reason: str | None = None) -> JSONResponse:
     body = Health(status=status, model_version=version, reason=reason).model_dump(exclude_none=True)
     return JSONResponse(body, status_code=code)
 
 
-@router.get(
-    "/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}}
-)
+@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
 async def metrics(rt: RuntimeDep) -> Response:
     """Prometheus text exposition of this router's registry."""
     return Response(rt.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -5,12 +5,16 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from router.deps import ModelDep
-from router.schemas import IntentInfo, IntentsResponse
+from router.schemas import ErrorResponse, IntentInfo, IntentsResponse
 
 router = APIRouter(prefix="/v1", tags=["routing"])
 
 
-@router.get("/intents", response_model=IntentsResponse)
+@router.get(
+    "/intents",
+    response_model=IntentsResponse,
+    responses={503: {"model": ErrorResponse, "description": "The model is loading or failed."}},
+)
 async def list_intents(model: ModelDep) -> IntentsResponse:
     policy = model.policy
     oos = set(policy.oos_labels)

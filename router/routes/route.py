@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from router.deps import ModelDep, RuntimeDep
+from router.deps import RuntimeDep
 from router.errors import field_error
 from router.schemas import (
     BatchRouteRequest,
@@ -53,25 +53,21 @@ def _check_lengths(field: str, texts: Sequence[str], limit: int) -> None:
 
 
 @router.post("/route", response_model=RouteResult, responses=ERRORS)
-async def route_query(
-    body: RouteRequest, request: Request, rt: RuntimeDep, model: ModelDep
-) -> Response:
+async def route_query(body: RouteRequest, request: Request, rt: RuntimeDep) -> Response:
     """Route one query: intent, route (or the fallback route), confidence and top-k."""
+    model = rt.require_model()  # inline, not a sub-dependency: this is the hot path
     _check_lengths("text", (body.text,), rt.settings.max_text_chars)
     scope = request.scope
     probs = await rt.classify(model, (body.text,), scope)
     decisions = model.policy.decide_batch(probs)
-    (result,) = rt.record(
-        model, decisions, (body.text,), body.metadata, scope.get("switchboard.t0", 0.0)
-    )
+    (result,) = rt.record(model, decisions, (body.text,), body.metadata, scope)
     return _json(result)
 
 
 @router.post("/route/batch", response_model=BatchRouteResponse, responses=ERRORS)
-async def route_batch(
-    body: BatchRouteRequest, request: Request, rt: RuntimeDep, model: ModelDep
-) -> Response:
+async def route_batch(body: BatchRouteRequest, request: Request, rt: RuntimeDep) -> Response:
     """Route several queries in one engine call; results are in input order."""
+    model = rt.require_model()
     limit = rt.settings.max_batch
     if len(body.texts) > limit:
         raise field_error(
@@ -84,5 +80,5 @@ async def route_batch(
     scope = request.scope
     probs = await rt.classify(model, body.texts, scope)
     decisions = model.policy.decide_batch(probs)
-    results = rt.record(model, decisions, body.texts, None, scope.get("switchboard.t0", 0.0))
+    results = rt.record(model, decisions, body.texts, None, scope)
     return _json({"results": results})

@@ -158,11 +158,16 @@ class RequestLog:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._deadline = float("inf")
+        self._in_flight: list[Any] = []  # the batch being written (spilled if cut off)
 
     @property
     def backlog(self) -> int:
         """Records accepted but not yet committed (queued; the batch in flight excluded)."""
         return self._queue.qsize()
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
 
     @property
     def full(self) -> bool:
@@ -201,7 +206,7 @@ class RequestLog:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            self._spill(self._drain_all(), "shutdown deadline passed")
+            self._spill([*self._in_flight, *self._drain_all()], "shutdown deadline passed")
         self._task = None
 
     # -- writer task ----------------------------------------------------------------------
@@ -225,11 +230,14 @@ class RequestLog:
             if stop:  # closing: take what is left too (nothing should arrive after _STOP)
                 batch += [i for i in self._drain_all() if i is not _STOP]
             if batch:
+                self._in_flight = batch
                 try:
                     await self._write_with_retry(batch)
                 except Exception:  # a bug here must not stop the log for good
                     log.exception("request log: unexpected writer error")
                     self._spill(batch, "writer error")
+                finally:
+                    self._in_flight = []
 
     def _drain_all(self) -> list[Any]:
         items = []
@@ -248,9 +256,7 @@ class RequestLog:
             except _TRANSIENT as err:
                 self.hooks.on_error()
                 if time.monotonic() + delay > self._deadline:
-                    self._spill(
-                        batch, f"database unavailable at shutdown: {err.__class__.__name__}"
-                    )
+                    self._spill(batch, f"database unavailable at shutdown: {err.__class__.__name__}")
                     return
                 log.warning("request log: database unavailable (%s); retrying", _brief(err))
                 await asyncio.sleep(delay)
@@ -269,9 +275,7 @@ class RequestLog:
                     item.future.set_result(result)
             return
 
-    async def _write_one_by_one(
-        self, records: list[RequestRecord], feedback: list[FeedbackItem]
-    ) -> None:
+    async def _write_one_by_one(self, records: list[RequestRecord], feedback: list[FeedbackItem]) -> None:
         for record in records:
             try:
                 await asyncio.to_thread(self._write, [record], [])
@@ -290,9 +294,7 @@ class RequestLog:
         """Last resort: rows the database would not take go to the log as JSON lines."""
         for item in items:
             if isinstance(item, RequestRecord):
-                log.error(
-                    "request log: unwritten request (%s): %s", why, json.dumps(item._asdict())
-                )
+                log.error("request log: unwritten request (%s): %s", why, json.dumps(item._asdict()))
             elif isinstance(item, FeedbackItem):
                 if item.future is not None and not item.future.done():
                     item.future.set_exception(LogClosed(f"feedback not stored: {why}"))
