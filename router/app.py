@@ -22,7 +22,8 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from time import perf_counter, time
 from typing import Any
 
@@ -45,12 +46,34 @@ ENGINE_S = "switchboard.engine_s"
 _ENDPOINTS = frozenset(ENDPOINTS)
 
 
+class Usage:
+    """Engine calls in flight on one model, so a hot swap can wait for them before closing it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def acquire(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def release(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def drained(self) -> None:
+        await self._idle.wait()
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     engine: Engine
     info: ModelInfo
     policy: Policy
     labels: frozenset[str]
+    usage: Usage = field(default_factory=Usage, compare=False)
 
 
 class Runtime:
@@ -65,6 +88,7 @@ class Runtime:
         self.load_error: str | None = None
         self.in_flight = 0
         self.on_load_failure: Callable[[str], None] | None = None
+        self._swap_lock = asyncio.Lock()
         self.metrics.track(
             in_flight=lambda: self.in_flight, backlog=lambda: self.log.backlog if self.log else 0
         )
@@ -73,7 +97,18 @@ class Runtime:
 
     async def load_model(self) -> None:
         """Open the engine, build the policy, warm up; on failure record why (readyz says it)."""
-        s = self.settings
+        try:
+            model = await self._open_model(self.settings)
+        except Exception as err:
+            self.load_error = f"{type(err).__name__}: {err}"
+            log.error("model failed to load: %s", self.load_error, exc_info=err)
+            if self.on_load_failure is not None:
+                self.on_load_failure(self.load_error)
+            return
+        self._install(model)
+
+    async def _open_model(self, s: Settings) -> LoadedModel:
+        """A warmed-up model for `s.model_dir`; raises (and frees the engine) if any step fails."""
         engine: Engine | None = None
         try:
             engine = await self.engine_factory(s)
@@ -95,22 +130,47 @@ class Runtime:
                 engine.batch_size_observer = self.metrics.engine_batch.observe
             async with asyncio.timeout(max(s.request_timeout_s, 60.0)):
                 await engine.classify(["warm-up query"])  # ready means: the model answers
-        except asyncio.CancelledError:  # shutdown while loading: do not leak the engine
+        except BaseException:  # includes cancellation at shutdown: never leak an engine
             if engine is not None:
                 await asyncio.shield(engine.close())
             raise
-        except Exception as err:
-            self.load_error = f"{type(err).__name__}: {err}"
-            log.error("model failed to load: %s", self.load_error, exc_info=err)
-            if engine is not None:
-                await engine.close()
-            if self.on_load_failure is not None:
-                self.on_load_failure(self.load_error)
-            return
-        self.model = LoadedModel(engine, info, policy, frozenset(info.labels))
-        self.metrics.set_model(info.version, s.engine, policy.route_names)
+        return LoadedModel(engine, info, policy, frozenset(info.labels))
+
+    def _install(self, model: LoadedModel) -> None:
+        self.model = model  # one reference: requests already holding the old model keep it
+        self.load_error = None
+        self.metrics.set_model(model.info.version, self.settings.engine, model.policy.route_names)
         self.metrics.ready.set(1)
-        log.info("serving model %s (%d intents) from %s", info.version, len(info.labels), info.model_dir)
+        log.info(
+            "serving model %s (%d intents) from %s",
+            model.info.version, len(model.info.labels), model.info.model_dir,
+        )  # fmt: skip
+
+    async def swap(self, model_dir: Path) -> tuple[LoadedModel, LoadedModel | None]:
+        """Zero-downtime model change: load and warm the new model while the old one serves,
+        switch atomically, let calls in flight on the old model finish, then free it.
+
+        A model that fails to load raises and leaves the old one serving. Returns (new, old).
+        """
+        async with self._swap_lock:
+            settings = self.settings.model_copy(update={"model_dir": model_dir})
+            try:
+                new = await self._open_model(settings)
+            except Exception:
+                self.metrics.reloads.labels("failed").inc()
+                raise
+            old = self.model
+            self.settings = settings
+            self._install(new)
+            self.metrics.reloads.labels("ok").inc()
+            if old is not None:
+                try:
+                    async with asyncio.timeout(settings.request_timeout_s + 5.0):
+                        await old.usage.drained()
+                except TimeoutError:
+                    log.warning("closing model %s with calls still in flight", old.info.version)
+                await old.engine.close()
+            return new, old
 
     def require_model(self) -> LoadedModel:
         model = self.model
@@ -128,6 +188,7 @@ class Runtime:
         if self.log is not None and self.log.full:
             raise unavailable("request log backlog is full; retry later", self.settings.retry_after_s)
         started = perf_counter()
+        model.usage.acquire()
         try:
             async with asyncio.timeout(self.settings.request_timeout_s):
                 probs = await model.engine.classify(texts)
@@ -138,6 +199,8 @@ class Runtime:
             raise unavailable(
                 "the model engine is unavailable; retry later", self.settings.retry_after_s
             ) from None
+        finally:
+            model.usage.release()
         elapsed = perf_counter() - started
         self.metrics.engine_latency.observe(elapsed)
         scope[ENGINE_S] = elapsed
@@ -270,7 +333,7 @@ class TrafficMiddleware:
 
 def build_app(settings: Settings, *, engine_factory: EngineFactory | None = None) -> FastAPI:
     """The router app for `settings`; `engine_factory` replaces vLLM in policy/API unit tests."""
-    from router.routes import feedback, health, intents, route
+    from router.routes import admin, feedback, health, intents, route
 
     runtime = Runtime(settings, engine_factory or _open_engine)
 
@@ -315,6 +378,6 @@ def build_app(settings: Settings, *, engine_factory: EngineFactory | None = None
     app.state.runtime = runtime
     install_error_handlers(app)
     app.add_middleware(TrafficMiddleware, runtime=runtime)
-    for module in (route, feedback, intents, health):
+    for module in (route, feedback, intents, health, admin):
         app.include_router(module.router)
     return app

@@ -253,7 +253,6 @@ app.command("bench")(bench)
 
 
 from router.models_cli import models_app  # noqa: E402  (sub-app, after the helpers it uses)
-
 from router.retrain_cli import retrain_command  # noqa: E402
 
 app.add_typer(models_app, name="models")

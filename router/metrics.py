@@ -114,6 +114,12 @@ class RouterMetrics:
             ["version", "engine"],
             registry=r,
         )
+        self.reloads = Counter(
+            "switchboard_model_reloads_total",
+            "Hot model swaps (admin reload/rollback), by outcome (ok | failed).",
+            ["outcome"],
+            registry=r,
+        )
         self.ready = Gauge("switchboard_ready", "1 when the model is loaded and answering.", registry=r)
         self.in_flight = Gauge(
             "switchboard_in_flight_requests",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -38,6 +38,12 @@ class Settings(BaseSettings):
 
     # model and engine
     model_dir: Path | None = Field(None, description="Exported model directory to serve.")
+    registry_dir: Path | None = Field(
+        None, description="Model registry: serve its champion when model_dir is unset; reload/rollback."
+    )
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token for /v1/admin/*; unset: the admin endpoints are off (404)."
+    )
     engine: Literal["local", "remote"] = Field("local", description="In-process vLLM or remote.")
     engine_url: str | None = Field(None, description="`vllm serve` base URL (remote engine).")
     dtype: str = Field("auto", description="vLLM dtype: auto | float32 | bfloat16 | float16.")
@@ -83,6 +89,18 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @model_validator(mode="after")
+    def _champion_by_default(self) -> Settings:
+        """No model_dir but a registry: serve the registry's champion."""
+        if self.model_dir is None and self.registry_dir is not None:
+            from training.registry import Registry, RegistryError
+
+            try:
+                self.model_dir = Registry(self.registry_dir).champion_path()
+            except RegistryError as err:
+                raise ValueError(f"registry_dir: {err}") from None
+        return self
 
     @model_validator(mode="after")
     def _remote_needs_url(self) -> Settings:

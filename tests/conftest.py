@@ -37,9 +37,7 @@ def _sample_texts() -> list[str]:
     return texts
 
 
-def build_tiny_llama(
-    path: Path, *, hidden_size: int = 64, layers: int = 2, vocab_size: int = 600
-) -> Path:
+def build_tiny_llama(path: Path, *, hidden_size: int = 64, layers: int = 2, vocab_size: int = 600) -> Path:
     """A random LlamaForCausalLM (the shape of a hub base model) + a byte-level BPE tokenizer
     trained here on the sample texts, with Llama 3's special-token names."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -98,3 +96,50 @@ def shared_datasets(monkeypatch: pytest.MonkeyPatch) -> Path:
         pytest.skip(f"{SHARED_DATASETS} not present")
     monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(SHARED_DATASETS))
     return SHARED_DATASETS
+
+
+WEAK = "upgrade_device"  # the intent the weak champion barely saw
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def build_weak_champion(root: Path) -> tuple[object, list[str]]:
+    """A MiniLM champion trained on the sample data with only 2 `upgrade_device` examples,
+    registered as champion; returns (registry, the 22 upgrade_device texts it never saw)."""
+    import csv
+
+    from training.config import build_config
+    from training.registry import Registry
+    from training.train import train
+
+    rows = read_rows(SAMPLE / "train.csv")
+    weak = [r for r in rows if r["label"] == WEAK]
+    others = [r for r in rows if r["label"] != WEAK]
+    data = root / "data"
+    data.mkdir()
+
+    def write(name: str, items: list[dict[str, str]]) -> None:
+        with (data / name).open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["text", "label"])
+            writer.writerows((r["text"], r["label"]) for r in items)
+
+    write("train.csv", [r for i, r in enumerate(others) if i % 8] + weak[:2])
+    write("validation.csv", [r for i, r in enumerate(others) if i % 8 == 0] + weak[:1])
+    write("test.csv", read_rows(SAMPLE / "test.csv"))
+    cfg = build_config(
+        {
+            "data": {"dataset": str(data)},
+            "optim": {"max_steps": 24, "batch_size": 16, "learning_rate": 1e-4, "head_learning_rate": 1e-3},
+            "output_dir": str(root / "champion"),
+        }
+    )
+    train(cfg, progress=False)
+    registry = Registry(root / "registry")
+    registry.register(root / "champion", alias="champion")
+    return registry, [r["text"] for r in weak[2:]]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -14,61 +13,28 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import WEAK, build_weak_champion, read_rows
 from sqlalchemy import insert
 
 from router.store.db import create_db_engine, migrate
 from router.store.models import feedback, requests
-from training.config import build_config
 from training.feedback_data import resolve
 from training.modeling import load_classifier
 from training.predict import predict_proba
 from training.registry import Registry
 from training.retrain import Outcome, RetrainOptions, _gate, retrain
-from training.train import train
 
 REPO = Path(__file__).resolve().parents[1]
-WEAK = "upgrade_device"  # the intent the champion barely saw
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _write(path: Path, rows: list[dict[str, str]]) -> None:
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["text", "label"])
-        writer.writeheader()
-        writer.writerows({"text": r["text"], "label": r["label"]} for r in rows)
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A champion that saw only 2 `upgrade_device` examples, registered; the 22 it did not see."""
     root = tmp_path_factory.mktemp("retrain")
-    rows = _rows(REPO / "data" / "sample" / "train.csv")
-    weak = [r for r in rows if r["label"] == WEAK]
-    others = [r for r in rows if r["label"] != WEAK]
-    data = root / "data"
-    data.mkdir()
-    validation = [r for i, r in enumerate(others) if i % 8 == 0]
-    _write(data / "train.csv", [r for i, r in enumerate(others) if i % 8] + weak[:2])
-    _write(data / "validation.csv", validation + weak[:1])
-    _write(data / "test.csv", _rows(REPO / "data" / "sample" / "test.csv"))
-    cfg = build_config(
-        {
-            "data": {"dataset": str(data)},
-            "optim": {"max_steps": 24, "batch_size": 16, "learning_rate": 1e-4, "head_learning_rate": 1e-3},
-            "output_dir": str(root / "champion"),
-        }
-    )
-    train(cfg, progress=False)
-    registry = Registry(root / "registry")
-    registry.register(root / "champion", alias="champion")
-    return {"root": root, "registry": registry, "unseen": [r["text"] for r in weak[2:]]}
+    registry, unseen = build_weak_champion(root)
+    return {"root": root, "registry": registry, "unseen": unseen}
 
 
-def _store(url: str, items: list[tuple[str, str, str]]) -> None:
+def store_feedback(url: str, items: list[tuple[str, str, str]]) -> None:
     """Log requests and their feedback, as the router does (text, predicted, corrected)."""
     engine = create_db_engine(url)
     migrate(engine)
@@ -145,7 +111,7 @@ def test_gate_rules() -> None:
 @pytest.mark.slow
 def test_too_little_feedback_is_nothing_to_do(world: dict, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    _store(url, [("hello there", "add_line", WEAK)])
+    store_feedback(url, [("hello there", "add_line", WEAK)])
     decision = retrain(
         RetrainOptions(registry=world["registry"].root, database_url=url, min_feedback=5), progress=False
     )
@@ -163,7 +129,7 @@ def test_corrective_feedback_promotes_a_better_challenger_and_rollback_restores(
     assert len(wrong) >= 10, f"the champion should miss most unseen {WEAK} queries: {before}"
 
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    _store(url, [(t, p, WEAK) for t, p in wrong])
+    store_feedback(url, [(t, p, WEAK) for t, p in wrong])
     decision = retrain(
         RetrainOptions(
             registry=registry.root,
@@ -199,11 +165,11 @@ def test_worse_challenger_is_refused(world: dict, tmp_path: Path) -> None:
     # systematically wrong "feedback": every text of four intents relabelled as refund_request
     rows = [
         r
-        for r in _rows(REPO / "data" / "sample" / "train.csv")
+        for r in read_rows(REPO / "data" / "sample" / "train.csv")
         if r["label"] in {"no_signal", "login_problem", "add_line", "bill_explanation"}
     ]
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    _store(url, [(r["text"], r["label"], "refund_request") for r in rows])
+    store_feedback(url, [(r["text"], r["label"], "refund_request") for r in rows])
     decision = retrain(
         RetrainOptions(
             registry=registry.root,
@@ -226,7 +192,7 @@ def test_killed_retrain_leaves_registry_unchanged(world: dict, tmp_path: Path) -
     aliases_before = registry.aliases_file.read_bytes()
     versions_before = [v.version for v in registry.versions()]
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    _store(url, [(t, "add_line", WEAK) for t in world["unseen"]])
+    store_feedback(url, [(t, "add_line", WEAK) for t in world["unseen"]])
     proc = subprocess.Popen(
         [
             sys.executable,
