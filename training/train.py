@@ -83,13 +83,34 @@ def train(config: TrainConfig, *, resume: str | bool | None = None, progress: bo
     write_routes(data.routes, out)
     dump_config(config, out / "config.yaml")
 
-    # 5. Evaluate the exported weights on validation and test; with an `oos` label, choose the
-    #    confidence threshold below which a query is out of scope, on validation only.
+    # 5. Evaluate the exported weights (validation, test, out-of-scope threshold); model card.
+    metrics = evaluate_export(
+        model, built.tokenizer, data, out, max_length=config.model.max_length, progress=progress
+    )
+    metrics["training"] = {
+        **_training_facts(config, data, train_output, train_seconds),
+        "pooling": built.pooling,
+    }
+    write_json(out / "metrics.json", metrics)
+    write_model_card(out, config, data, metrics)
+    return TrainResult(out, metrics)
+
+
+def evaluate_export(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    data: IntentDataset,
+    out: Path,
+    *,
+    max_length: int,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Validation and test metrics of exported weights; with an `oos` label, the confidence
+    threshold below which a query is out of scope is chosen on validation only. Draws the
+    confusion matrix into `out`."""
     labels = data.label_map.labels
     evaluated = {
-        name: split_probabilities(
-            model, built.tokenizer, split, labels, max_length=config.model.max_length, progress=progress
-        )
+        name: split_probabilities(model, tokenizer, split, labels, max_length=max_length, progress=progress)
         for name, split in (("validation", data.validation), ("test", data.test))
         if split is not None
     }
@@ -101,20 +122,9 @@ def train(config: TrainConfig, *, resume: str | bool | None = None, progress: bo
     threshold = metrics["oos_threshold"]["threshold"] if data.has_oos else None
     for name, (y_true, probs) in evaluated.items():
         metrics[name] = split_metrics(y_true, probs, labels, oos_threshold=threshold)
-    metrics["training"] = {
-        **_training_facts(config, data, train_output, train_seconds),
-        "pooling": built.pooling,
-    }
-    write_json(out / "metrics.json", metrics)
-    headline = metrics.get("test", metrics["validation"])
-    write_evaluation(
-        headline,
-        data.label_map.labels,
-        out,
-        title=f"{data.name} ({'test' if data.test else 'validation'})",
-    )
-    write_model_card(out, config, data, metrics)
-    return TrainResult(out, metrics)
+    split = "test" if data.test is not None else "validation"
+    write_evaluation(metrics[split], labels, out, title=f"{data.name} ({split})")
+    return metrics
 
 
 def _tokenized(
