@@ -38,9 +38,7 @@ def replace_section(doc: Path, key: str, title: str, body: str) -> None:
     block = f"<!-- {key}:start -->\n## {title}\n\n{body.rstrip()}\n<!-- {key}:end -->"
     pattern = re.compile(rf"<!-- {re.escape(key)}:start -->.*?<!-- {re.escape(key)}:end -->", re.S)
     text = (
-        pattern.sub(lambda _m: block, text)
-        if pattern.search(text)
-        else text.rstrip() + "\n\n" + block + "\n"
+        pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     )
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text)
