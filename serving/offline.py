@@ -8,6 +8,7 @@ scripts that call this need an `if __name__ == "__main__":` guard.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,35 @@ def engine_kwargs(
         "model": str(model_dir),
         "runner": "pooling",
         "max_model_len": max_model_len,
-        "dtype": dtype,
+        "dtype": resolve_dtype(dtype),
         # on CPU vLLM sizes its KV cache from this share of RAM; 0.3 leaves room for the rest
         "gpu_memory_utilization": 0.9 if on_gpu else 0.3,
         "pooler_config": {"use_activation": True},  # classify -> softmax probabilities
         "enforce_eager": eager,  # skip graph compilation: faster start, slower steady state
         "seed": 0,
     }
+
+
+def resolve_dtype(dtype: str) -> str:
+    """`auto` on a CPU without native bf16 means float32; any other choice passes through.
+
+    vLLM's own `auto` runs float32 checkpoints in float16, which CPUs without AVX-512 BF16/FP16
+    or AMX emulate: on this AVX2-only machine MiniLM classified 25 queries/s in float16 and
+    175/s in float32 (compiled, same load). CPUs with native bf16 get bfloat16; GPUs keep `auto`.
+    """
+    if dtype != "auto" or torch.cuda.is_available():
+        return dtype
+    return "bfloat16" if _cpu_has_native_bf16() else "float32"
+
+
+@cache
+def _cpu_has_native_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line for line in fh if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16", "bf16"} & set(flags.split()))
 
 
 def open_llm(

