@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--feedback-fraction", type=float, default=0.8, help="share of errors corrected")
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--note", default="", help="a line on the conditions (e.g. a concurrent load)")
     args = parser.parse_args()
     os.environ.setdefault("SWITCHBOARD_DATA_DIR", str(REPO.parent / "shared" / "datasets"))
     import httpx
@@ -168,6 +169,7 @@ def main() -> None:
             "| --- | --- |",
             f"| champion | {100 * acc['champion']:.2f}% |",
             f"| challenger (after feedback) | {100 * acc['challenger']:.2f}% |",
+            *(["", f"Note: {args.note}"] if args.note else []),
         ]
     )
     replace_section(REPO / "docs" / "BENCHMARKS.md", "retrain", "Retraining from feedback (Banking77)", body)

@@ -99,7 +99,7 @@ def test_resolve_latest_wins_and_conflicts_are_reported() -> None:
 
 def test_gate_rules() -> None:
     def s(test: float, fb: float) -> dict:
-        return {"test": {"accuracy": test}, "feedback_holdout": {"accuracy": fb, "n": 5}}
+        return {"test": {"accuracy": test, "n": 10}, "feedback_holdout": {"accuracy": fb, "n": 5}}
 
     assert _gate({"champion": s(0.90, 0.2), "challenger": s(0.897, 0.8)}, 0.005)[0]
     assert not _gate({"champion": s(0.90, 0.2), "challenger": s(0.88, 0.8)}, 0.005)[0]  # worse on test

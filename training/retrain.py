@@ -127,11 +127,16 @@ def retrain(opts: RetrainOptions, *, progress: bool = True) -> Decision:
             config.optim.head_init = "random"  # keep the champion's trained head as loaded
         result = train(config, progress=progress)
 
-        # 5. Gate.
+        # 5. Gate. Test texts that also came in as feedback are left out of the test set here:
+        #    the challenger trained on them, so they would flatter it.
         holdout = Split([ex.text for ex in fb_holdout], [ex.label for ex in fb_holdout])
+        seen = {ex.text for ex in feedback.examples}
+        kept = [(t, y) for t, y in zip(base.test.texts, base.test.labels, strict=True) if t not in seen]
+        gate_test = Split([t for t, _ in kept], [y for _, y in kept])
+        report["gate_test"] = {"n": len(gate_test), "left_out_as_feedback": len(base.test) - len(gate_test)}
         scores = {
-            "champion": _scores(champion.path, base.test, holdout, progress),
-            "challenger": _scores(result.output_dir, base.test, holdout, progress),
+            "champion": _scores(champion.path, gate_test, holdout, progress),
+            "challenger": _scores(result.output_dir, gate_test, holdout, progress),
         }
         passed, reason = _gate(scores, opts.test_margin)
         report.update(scores=scores, test_margin=opts.test_margin, passed=passed, reason=reason)
@@ -188,6 +193,8 @@ def _scores(model_dir: Path, test: Split, holdout: Split, progress: bool) -> dic
 
 def _gate(scores: dict[str, Any], margin: float) -> tuple[bool, str]:
     champ, chall = scores["champion"], scores["challenger"]
+    if champ["test"]["n"] == 0:
+        return False, "no test texts left for the gate once feedback texts are left out"
     test_delta = chall["test"]["accuracy"] - champ["test"]["accuracy"]
     if test_delta < -margin:
         return False, f"test accuracy fell by {-test_delta:.2%} (allowed: {margin:.2%})"
