@@ -6,19 +6,22 @@ handler (FastAPI runs sync handlers in its threadpool). `benchmarks/serve.py` lo
 Run:  python benchmarks/naive_server.py MODEL_DIR PORT
 """
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
+
+from pydantic import BaseModel
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+class Query(BaseModel):  # module level: FastAPI must resolve the body model's annotation
+    text: str
+
+
 def main() -> None:
     import uvicorn
     from fastapi import FastAPI
-    from pydantic import BaseModel
 
     from training.modeling import load_classifier
     from training.predict import predict_proba
@@ -27,9 +30,6 @@ def main() -> None:
     model, tokenizer = load_classifier(model_dir)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     app = FastAPI()
-
-    class Query(BaseModel):
-        text: str
 
     @app.post("/v1/route")
     def route(query: Query) -> dict[str, object]:

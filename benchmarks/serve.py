@@ -84,6 +84,8 @@ def wrk(url: str, script: Path, connections: int, duration_s: int = DURATION_S) 
     ).stdout
     latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:  # an error answers fast: counting it as throughput would be a lie
+        raise SystemExit(f"{url}: {errors.group(1)} non-2xx responses at concurrency {connections}")
     return {
         "concurrency": connections,
         "req_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
@@ -132,7 +134,7 @@ def offline_throughput(model_dir: Path, texts: list[str]) -> float:
     from serving.offline import classify_texts, open_llm
 
     llm = open_llm(model_dir, max_model_len=64)
-    classify_texts(llm, texts[:256])  # warm-up
+    classify_texts(llm, texts[:256], max_length=64)  # warm-up
     best = 0.0
     for _ in range(3):
         started = time.perf_counter()
