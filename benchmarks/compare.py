@@ -96,6 +96,7 @@ def to_markdown(results: dict[str, Any]) -> str:
         systems = report["systems_objects"]
         lines += [f"### {ds['dataset']} ({report['n']} test queries)", ""]
         lines.append(systems_table(systems, has_oos=ds["has_oos"]))
+        lines += [f"- {s.name}: " + "; ".join(s.notes) for s in systems if s.notes] + [""]
         for sweep in report["sweep_objects"]:
             lines += [
                 f"Cascade, escalating to {sweep.fallback}:",

@@ -200,3 +200,30 @@ def test_bench_tuned_model(engine: str, tuned_model: Path, sample_dir: Path, tmp
     assert tuned["cost_per_million"] == pytest.approx(hourly_cost_per_million(tuned["throughput_qps"], price))
     assert report["cascades"] == []  # no few-shot model, no cascade
     assert "| tuned all-MiniLM-L6-v2 (full) |" in (tmp_path / "report.md").read_text()
+
+
+def test_comparison_markdown_keeps_published_figures_apart() -> None:
+    """benchmarks/compare.py: measured rows in one table, the published few-shot figures in
+    their own, marked table, and only when no few-shot model was measured."""
+    from benchmarks.compare import to_markdown
+
+    eye = np.eye(3)[[0, 1, 2, 1]]
+    tuned = _system("tuned x", "tuned", eye, 1.5)
+    tuned.notes = ["vLLM offline classify (float32)"]
+
+    def results(fewshot_models: list[str]) -> dict:
+        report = {"n": 4, "fewshot_models": fewshot_models, "systems_objects": [tuned], "sweep_objects": []}
+        return {
+            "command": "python benchmarks/compare.py",
+            "machine": {"cpu": "a CPU", "cores": 2, "torch_threads": 2, "gpu": None, "date": "today",
+                        "load_average_1min": [0.1, 0.2]},
+            "hardware": {"price_per_hour": 0.1, "priced_as": "test"},
+            "datasets": [{"dataset": "banking77", "has_oos": False, "pictures": {}, "report": report}],
+        }  # fmt: skip
+
+    text = to_markdown(results([]))
+    measured, published = text.split("**Published, not measured here**")
+    assert "| tuned x | 75.00% |" in measured and "83.1%" not in measured
+    assert "| GPT-4 | 3-shot | 83.1% |" in published and "arxiv.org/abs/2311.06102" in published
+    assert "- tuned x: vLLM offline classify (float32)" in measured
+    assert "Published" not in to_markdown(results(["gpt-4o-mini"]))
