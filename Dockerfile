@@ -22,7 +22,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     SWITCHBOARD_MODEL_DIR=/models/current \
     SWITCHBOARD_DATABASE_URL=sqlite:////data/switchboard.db \
     SWITCHBOARD_HOST=0.0.0.0 \
-    SWITCHBOARD_PORT=8000
+    SWITCHBOARD_PORT=8000 \
+    SWITCHBOARD_PRICES_FILE=/opt/switchboard/data/prices.yaml
 
 WORKDIR /opt/switchboard
 # Only what the package needs, so code edits do not invalidate the dependency layer below.
@@ -30,6 +31,8 @@ COPY pyproject.toml README.md ./
 COPY training ./training
 COPY serving ./serving
 COPY router ./router
+# token prices for the cascade mode's cost metrics (prices_file)
+COPY data/prices.yaml ./data/prices.yaml
 # The base image installs into the system Python with uv (as vLLM's docs do); `[gpu]` pins
 # vllm to the release already in the image, so only the router's own dependencies are added.
 RUN uv pip install --system --no-cache ".[gpu]" \

@@ -21,14 +21,13 @@ import json
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.markdown import cpu_name, machine_line, replace_section  # noqa: E402
+from benchmarks.markdown import machine_info, machine_line, replace_section  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "compare.json"
 DOC = REPO / "docs" / "BENCHMARKS.md"
@@ -137,20 +136,12 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("SWITCHBOARD_DATA_DIR", str(REPO.parent / "shared" / "datasets"))
 
-    import torch
-
     from training.baselines.fewshot import FewShotConfig
     from training.bench import BenchConfig, run_bench
 
     results: dict[str, Any] = {
         "command": "python benchmarks/compare.py " + " ".join(sys.argv[1:]),
-        "machine": {
-            "cpu": cpu_name(),
-            "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "date": time.strftime("%Y-%m-%d"),
-        },
+        "machine": machine_info(),
         "datasets": [],
     }
     load_before = os.getloadavg()[0]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +17,35 @@ machine its section names. Raw results: `benchmarks/results/*.json`.
 
 
 def cpu_name() -> str:
+    """The CPU model plus its widest vector/bf16 support: a generic name ("AMD EPYC" on cloud
+    VMs) hides what decides CPU inference speed, e.g. whether bf16 is native (vLLM's dtype)."""
+    name, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    for flag, label in (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX-512 BF16"), ("avx512f", "AVX-512")):
+        if flag in flags:
+            return f"{name} ({label})"
+    return f"{name} (AVX2)" if "avx2" in flags else name
+
+
+def machine_info() -> dict[str, Any]:
+    """What every benchmark records about the machine it ran on."""
+    import torch
+
+    return {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "date": time.strftime("%Y-%m-%d"),
+    }
 
 
 def machine_line(machine: dict[str, Any]) -> str:

@@ -32,7 +32,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.markdown import cpu_name, replace_section  # noqa: E402
+from benchmarks.markdown import machine_info, replace_section  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "serve.json"
 CONCURRENCY = (1, 8, 32, 64)
@@ -131,7 +131,7 @@ def _metrics(port: int) -> str:
 
 
 def offline_throughput(model_dir: Path, texts: list[str]) -> float:
-    from serving.offline import classify_texts, open_llm
+    from serving.offline import classify_texts, close_llm, open_llm
 
     llm = open_llm(model_dir, max_model_len=64)
     classify_texts(llm, texts[:256], max_length=64)  # warm-up
@@ -140,7 +140,7 @@ def offline_throughput(model_dir: Path, texts: list[str]) -> float:
         started = time.perf_counter()
         classify_texts(llm, texts, max_length=64)
         best = max(best, len(texts) / (time.perf_counter() - started))
-    del llm
+    close_llm(llm)
     return best
 
 
@@ -249,7 +249,7 @@ def main() -> None:
         print(f"offline classify: {offline:.0f}/s", flush=True)
         results = {
             "command": "python benchmarks/serve.py " + " ".join(sys.argv[1:]),
-            "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d")},
+            "machine": machine_info(),
             "model_dir": str(
                 args.model_dir.relative_to(REPO) if args.model_dir.is_relative_to(REPO) else args.model_dir
             ),

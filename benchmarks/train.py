@@ -23,7 +23,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.markdown import cpu_name, machine_line, replace_section  # noqa: E402
+from benchmarks.markdown import machine_info, machine_line, replace_section  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "train.json"
 DOC = REPO / "docs" / "BENCHMARKS.md"
@@ -185,19 +185,11 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("SWITCHBOARD_DATA_DIR", str(REPO.parent / "shared" / "datasets"))
 
-    import torch
-
     previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     kept = [d for d in previous.get("datasets", []) if d["dataset"] not in args.datasets]
     results: dict[str, Any] = {
         "command": "python benchmarks/train.py " + " ".join(sys.argv[1:]),
-        "machine": {
-            "cpu": cpu_name(),
-            "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "date": time.strftime("%Y-%m-%d"),
-        },
+        "machine": machine_info(),
         # datasets benchmarked earlier on the same machine stay; the ones run now are replaced
         "datasets": kept + [bench_dataset(name, args.out, args.reuse_models) for name in args.datasets],
     }

@@ -31,6 +31,7 @@ import numpy as np
 from fastapi import FastAPI
 
 from router.errors import error_body, install_error_handlers, timed_out, unavailable
+from router.escalation import Escalation, Escalator, build_escalator
 from router.metrics import ENDPOINTS, OTHER, UNCOUNTED, RouterMetrics
 from router.policy import Decision, Policy, build_policy
 from router.settings import Settings
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 EngineFactory = Callable[[Settings], Awaitable[Engine]]
 T0 = "switchboard.t0"  # ASGI scope keys shared by the middleware and the handlers
 ENGINE_S = "switchboard.engine_s"
+ESCALATION_S = "switchboard.escalation_s"
 _ENDPOINTS = frozenset(ENDPOINTS)
 
 
@@ -73,7 +75,13 @@ class LoadedModel:
     info: ModelInfo
     policy: Policy
     labels: frozenset[str]
+    escalator: Escalator | None = None  # cascade mode: the LLM for unsure queries
     usage: Usage = field(default_factory=Usage, compare=False)
+
+    async def close(self) -> None:
+        if self.escalator is not None:
+            await self.escalator.close()
+        await self.engine.close()
 
 
 class Runtime:
@@ -110,6 +118,7 @@ class Runtime:
     async def _open_model(self, s: Settings) -> LoadedModel:
         """A warmed-up model for `s.model_dir`; raises (and frees the engine) if any step fails."""
         engine: Engine | None = None
+        escalator: Escalator | None = None
         try:
             engine = await self.engine_factory(s)
             info = engine.info
@@ -130,11 +139,18 @@ class Runtime:
                 engine.batch_size_observer = self.metrics.engine_batch.observe
             async with asyncio.timeout(max(s.request_timeout_s, 60.0)):
                 await engine.classify(["warm-up query"])  # ready means: the model answers
+            if s.escalation_model:  # no warm-up call: it would cost money, and may be down now
+                escalator = await asyncio.to_thread(build_escalator, s, Path(info.model_dir), info.labels)
+                log.info(
+                    "cascade mode: top-1 under %.3f escalates to %s", s.escalation_cutoff, s.escalation_model
+                )
         except BaseException:  # includes cancellation at shutdown: never leak an engine
+            if escalator is not None:
+                await asyncio.shield(escalator.close())
             if engine is not None:
                 await asyncio.shield(engine.close())
             raise
-        return LoadedModel(engine, info, policy, frozenset(info.labels))
+        return LoadedModel(engine, info, policy, frozenset(info.labels), escalator)
 
     def _install(self, model: LoadedModel) -> None:
         self.model = model  # one reference: requests already holding the old model keep it
@@ -169,7 +185,7 @@ class Runtime:
                         await old.usage.drained()
                 except TimeoutError:
                     log.warning("closing model %s with calls still in flight", old.info.version)
-                await old.engine.close()
+                await old.close()
             return new, old
 
     def require_model(self) -> LoadedModel:
@@ -206,6 +222,37 @@ class Runtime:
         scope[ENGINE_S] = elapsed
         return probs
 
+    async def escalate(
+        self,
+        model: LoadedModel,
+        decisions: list[Decision],
+        texts: Sequence[str],
+        scope: MutableMapping[str, Any],
+    ) -> list[Escalation | None]:
+        """Cascade mode: ask the LLM about every decision under the cutoff, concurrently, and
+        put its valid answers into `decisions` (in place). Returns each query's escalation."""
+        escalator = model.escalator
+        escalations: list[Escalation | None] = [None] * len(decisions)
+        if escalator is None:
+            return escalations
+        cutoff = self.settings.escalation_cutoff
+        unsure = [i for i, d in enumerate(decisions) if d.confidence < cutoff]
+        if not unsure:
+            return escalations
+        started = perf_counter()
+        model.usage.acquire()  # the escalator closes with its model: a swap waits for us
+        try:
+            answers = await asyncio.gather(*(escalator.ask(texts[i], decisions[i].intent) for i in unsure))
+        finally:
+            model.usage.release()
+        scope[ESCALATION_S] = perf_counter() - started
+        for i, answer in zip(unsure, answers, strict=True):
+            self.metrics.observe_escalation(answer)
+            escalations[i] = answer
+            if answer.label is not None:
+                decisions[i] = model.policy.answered(decisions[i], answer.label)
+        return escalations
+
     def record(
         self,
         model: LoadedModel,
@@ -213,6 +260,7 @@ class Runtime:
         texts: Sequence[str],
         meta: dict[str, Any] | None,
         scope: MutableMapping[str, Any],
+        escalations: Sequence[Escalation | None] | None = None,
     ) -> list[dict[str, Any]]:
         """Log each decision (queued, no I/O), count it, and return the response objects."""
         if self.log is not None and self.log.closing:  # cannot promise to store it: not accepted
@@ -223,15 +271,19 @@ class Runtime:
         store_text = self.settings.store_text
         now = time()
         results = []
-        for decision, text in zip(decisions, texts, strict=True):
+        escalated_to = model.escalator.model if model.escalator is not None else None
+        for decision, text, escalation in zip(
+            decisions, texts, escalations or [None] * len(decisions), strict=True
+        ):
             request_id = _new_id()
+            outcome = escalation.outcome if escalation is not None else None
             self.metrics.observe_decision(decision.route, decision.confidence, decision.reason)
             if self.log is not None:
                 self.log.log(
                     RequestRecord(
                         request_id, now, text if store_text else None, decision.intent,
                         decision.confidence, decision.route, decision.fallback, decision.reason,
-                        version, latency_ms, meta,
+                        version, latency_ms, meta, outcome, escalated_to if outcome else None,
                     )
                 )  # fmt: skip
             results.append(
@@ -250,6 +302,13 @@ class Runtime:
                         for a in decision.alternatives
                     ],
                     "model_version": version,
+                    "escalation": None
+                    if escalation is None
+                    else {
+                        "model": escalated_to,
+                        "outcome": outcome,
+                        "latency_ms": round(escalation.seconds * 1000, 3),
+                    },
                     "latency_ms": latency_ms,
                 }
             )
@@ -316,8 +375,9 @@ class TrafficMiddleware:
             elapsed = perf_counter() - t0
             self.metrics.observe_request(endpoint, status, elapsed)
             engine_s = scope.get(ENGINE_S)
-            if engine_s is not None and endpoint == "/v1/route":
-                self.metrics.overhead.observe(max(0.0, elapsed - engine_s))
+            if engine_s is not None and endpoint == "/v1/route":  # the LLM's time is not ours either
+                waited = engine_s + scope.get(ESCALATION_S, 0.0)
+                self.metrics.overhead.observe(max(0.0, elapsed - waited))
 
     async def _reject(self, send: Any) -> None:
         detail = f"too many requests in flight (limit {self.limit}); retry later"
@@ -365,7 +425,7 @@ def build_app(settings: Settings, *, engine_factory: EngineFactory | None = None
                     await loader
             await runtime.log.close(settings.shutdown_timeout_s)
             if runtime.model is not None:
-                await runtime.model.engine.close()
+                await runtime.model.close()
             runtime.metrics.ready.set(0)
             db.dispose()
 

@@ -51,6 +51,9 @@ def _quiet_libraries() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for name in ("httpx", "datasets", "urllib3", "filelock", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # On CPUs with AVX-512 bf16, bitsandbytes looks for an optional Hub kernel at import and warns
+    # when it is absent (always, offline); it falls back to its own implementation.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML preset (configs/*.yaml).")]

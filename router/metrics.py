@@ -2,7 +2,8 @@
 
 Label values are bounded by construction: `endpoint` is one of the API paths (anything else
 is "other"), `status` an HTTP status code, `route` a route of the loaded route map,
-`reason` one of three fallback reasons, `verdict` agree | disagree. Query texts, intents of
+`reason` one of three fallback reasons, `verdict` agree | disagree, `outcome` one of four
+escalation outcomes, `kind` prompt | completion. Query texts, intents of
 unknown origin and request ids never become labels.
 
 Hot-path cost matters (the router's overhead target is under a millisecond), so labelled
@@ -25,6 +26,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from router.escalation import OUTCOMES, Escalation
 from router.policy import FALLBACK_REASONS
 
 # 0.1 ms .. 10 s: sub-millisecond router overhead up to a stuck engine at the timeout.
@@ -138,6 +140,31 @@ class RouterMetrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+        self.escalations = Counter(
+            "switchboard_escalations",
+            "Cascade mode: queries asked of the escalation LLM, by outcome (agreed | overruled: "
+            "the LLM named the model's top intent or another one; invalid | failed: the model's "
+            "answer stood).",
+            ["outcome"],
+            registry=r,
+        )
+        self.escalation_latency = Histogram(
+            "switchboard_escalation_duration_seconds",
+            "Time per escalation to the LLM, failures and timeouts included.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.escalation_tokens = Counter(
+            "switchboard_escalation_tokens",
+            "Tokens the escalation LLM billed, by kind (prompt | completion).",
+            ["kind"],
+            registry=r,
+        )
+        self.escalation_cost = Counter(
+            "switchboard_escalation_cost_dollars",
+            "What the escalations cost at the price table's rates (US dollars).",
+            registry=r,
+        )
         self.log_backlog = Gauge(
             "switchboard_request_log_backlog", "Logged requests not yet written.", registry=r
         )
@@ -163,6 +190,9 @@ class RouterMetrics:
         self._fallback_children: dict[str, Counter] = {r: self.fallbacks.labels(r) for r in FALLBACK_REASONS}
         for verdict in ("agree", "disagree"):
             self.feedback.labels(verdict)
+        self._escalation_children = {o: self.escalations.labels(o) for o in OUTCOMES}
+        self._prompt_tokens = self.escalation_tokens.labels("prompt")
+        self._completion_tokens = self.escalation_tokens.labels("completion")
 
     # -- wiring ----------------------------------------------------------------------------
 
@@ -195,6 +225,14 @@ class RouterMetrics:
         self.confidence.observe(confidence)
         if reason is not None:
             self._fallback_children[reason].inc()
+
+    def observe_escalation(self, escalation: Escalation) -> None:
+        self._escalation_children[escalation.outcome].inc()
+        self.escalation_latency.observe(escalation.seconds)
+        self._prompt_tokens.inc(escalation.prompt_tokens)
+        self._completion_tokens.inc(escalation.completion_tokens)
+        if escalation.cost_usd:
+            self.escalation_cost.inc(escalation.cost_usd)
 
     def observe_feedback(self, agree: bool) -> None:
         self.feedback.labels("agree" if agree else "disagree").inc()

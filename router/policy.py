@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -176,6 +176,20 @@ class Policy:
                 )
             )
         return decisions
+
+    def answered(self, decision: Decision, intent: str) -> Decision:
+        """`decision` with another source's answer (an escalation): `intent` and its route; the
+        tuned model's confidence and alternatives stay as they were. An out-of-scope answer goes
+        to the fallback route like the model's own."""
+        route = self.routes[intent]  # KeyError: not a label of this model
+        oos = intent in self.oos_labels
+        return replace(
+            decision,
+            intent=intent,
+            route=self.fallback_route if oos else route,
+            fallback=oos,
+            reason="out_of_scope" if oos else None,
+        )
 
 
 def build_policy(

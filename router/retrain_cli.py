@@ -29,6 +29,10 @@ def retrain_command(
     feedback_weight: Annotated[int, typer.Option(help="Oversampling factor of feedback in train.")] = 3,
     test_margin: Annotated[float, typer.Option(help="Allowed test-accuracy loss (0.005 = 0.5 pt).")] = 0.005,
     start_from: Annotated[str, typer.Option(help="champion (fine-tune its weights) | base")] = "champion",
+    lr_factor: Annotated[
+        float,
+        typer.Option(help="From the champion: scale the recipe's learning rates by this.", min=0.0),
+    ] = 0.1,
     dry_run: Annotated[bool, typer.Option(help="Register the challenger but never promote.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     overrides: Annotated[
@@ -56,6 +60,7 @@ def retrain_command(
                 feedback_weight=feedback_weight,
                 test_margin=test_margin,
                 start_from=start_from,  # type: ignore[arg-type]
+                continue_lr_factor=lr_factor,
                 overrides=list(overrides or []),
                 promote=not dry_run,
             ),

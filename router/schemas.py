@@ -72,14 +72,27 @@ class Alternative(BaseModel):
     probability: float
 
 
+class EscalationInfo(BaseModel):
+    model: str = Field(description="The LLM asked.")
+    outcome: str = Field(
+        description="agreed / overruled: the LLM's answer is `intent`; invalid / failed: the model's stands."
+    )
+    latency_ms: float
+
+
 class RouteResult(BaseModel):
     request_id: str = Field(description="Reference for feedback; logged with the request.")
-    intent: str = Field(description="The model's top intent (also when falling back).")
+    intent: str = Field(
+        description="The model's top intent (also when falling back), or the escalation LLM's answer."
+    )
     route: str = Field(description="Where to send the query: the intent's route or the fallback.")
-    confidence: float = Field(description="Top-1 probability.")
+    confidence: float = Field(description="The tuned model's top-1 probability.")
     fallback: bool = Field(description="True when unsure, ambiguous or out of scope.")
     alternatives: list[Alternative] = Field(description="Top-k intents with their own routes.")
     model_version: str
+    escalation: EscalationInfo | None = Field(
+        None, description="Cascade mode: set when the query was escalated to the LLM."
+    )
     latency_ms: float = Field(description="Time in the router for this request.")
 
 
@@ -119,6 +132,8 @@ class IntentsResponse(BaseModel):
     fallback_route: str
     confidence_threshold: float
     margin: float
+    escalation_model: str | None = Field(None, description="Cascade mode: the LLM for unsure queries.")
+    escalation_threshold: float | None = Field(None, description="Cascade mode: escalate when top-1 < this.")
     intents: list[IntentInfo]
 
 

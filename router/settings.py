@@ -67,6 +67,33 @@ class Settings(BaseSettings):
     )
     top_k: int = Field(3, ge=1, le=50, description="Alternatives returned per query.")
 
+    # cascade: escalate unsure queries to a few-shot LLM (off unless escalation_model is set)
+    escalation_model: str | None = Field(
+        None, description="OpenAI-compatible chat model for unsure queries (e.g. gpt-4o-mini); unset: off."
+    )
+    escalation_base_url: str | None = Field(
+        None, description="Its API base URL; unset: OPENAI_BASE_URL or api.openai.com."
+    )
+    escalation_api_key: SecretStr | None = Field(None, description="Its API key; unset: OPENAI_API_KEY.")
+    escalation_threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="Escalate when top-1 < this; unset: confidence_threshold."
+    )
+    escalation_dataset: str | None = Field(
+        None, description="Dataset for the prompt's examples; unset: the model's training dataset."
+    )
+    escalation_shots: int = Field(3, ge=0, le=50, description="Prompt examples per intent (0: zero-shot).")
+    escalation_structured: Literal["auto", "on", "off"] = Field(
+        "auto", description="Constrain answers with a JSON-schema enum (auto: if the server can)."
+    )
+    escalation_timeout_s: float = Field(
+        5.0, gt=0, description="Per escalation; past it the tuned model's answer stands."
+    )
+    escalation_max_retries: int = Field(1, ge=0, le=10, description="Client retries on 429/5xx.")
+    escalation_concurrency: int = Field(16, ge=1, description="Most escalations in flight at once.")
+    prices_file: Path | None = Field(
+        None, description="Token prices for the escalation cost; default data/prices.yaml."
+    )
+
     # limits
     max_text_chars: int = Field(2000, ge=1, description="Longer texts are rejected with 422.")
     max_batch: int = Field(64, ge=1, le=10_000, description="Most texts per /v1/route/batch.")
@@ -101,6 +128,13 @@ class Settings(BaseSettings):
             except RegistryError as err:
                 raise ValueError(f"registry_dir: {err}") from None
         return self
+
+    @property
+    def escalation_cutoff(self) -> float:
+        """Top-1 probability under which a query is escalated (cascade mode)."""
+        if self.escalation_threshold is not None:
+            return self.escalation_threshold
+        return self.confidence_threshold
 
     @model_validator(mode="after")
     def _remote_needs_url(self) -> Settings:

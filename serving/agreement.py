@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.offline import classify_texts, labels_of, open_llm
+from serving.offline import classify_texts, close_llm, labels_of, open_llm
 
 REQUIRED_AGREEMENT = 0.995
 
@@ -23,11 +23,11 @@ def vllm_agreement(
     eager: bool = True,
     progress: bool = False,
 ) -> dict[str, Any]:
-    from training.modeling import load_classifier
+    from training.modeling import load_classifier, model_labels
     from training.predict import predict_proba
 
     model, tokenizer = load_classifier(model_dir)
-    hf_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    hf_labels = model_labels(model)
     hf = predict_proba(model, tokenizer, texts, max_length=max_length, progress=progress)
     del model
     gc.collect()
@@ -38,8 +38,7 @@ def vllm_agreement(
         vllm_labels = labels_of(llm)
         vllm_dtype = str(llm.llm_engine.model_config.dtype).removeprefix("torch.")
     finally:
-        del llm
-        gc.collect()
+        close_llm(llm)
     agree = hf.argmax(axis=1) == served.argmax(axis=1)
     return {
         "n": len(texts),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,86 @@ def build_weak_champion(root: Path) -> tuple[object, list[str]]:
     registry = Registry(root / "registry")
     registry.register(root / "champion", alias="champion")
     return registry, [r["text"] for r in weak[2:]]
+
+
+@pytest.fixture(scope="session")
+def minilm_model(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Path:
+    """A MiniLM classifier exported by the real entry point: linear-probe head + 4 full steps on
+    the sample data, so its answers are confident enough for vLLM in half precision (on CPUs
+    with native bf16) to agree with fp32 transformers."""
+    from training.config import build_config
+    from training.train import train
+
+    out = tmp_path_factory.mktemp("minilm") / "minilm-sample"
+    config = {
+        "model": {"method": "full", "max_length": 64},
+        "data": {"dataset": str(sample_dir)},
+        "optim": {"max_steps": 4, "batch_size": 16, "head_init": "linear_probe"},
+        "output_dir": str(out),
+    }
+    train(build_config(config), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def router_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny exported MiniLM classifier for the sample dataset (4 steps: about 30 s)."""
+    from training.config import build_config
+    from training.train import train
+
+    out = tmp_path_factory.mktemp("router-model") / "model"
+    config = build_config(
+        {
+            "data": {"dataset": str(SAMPLE)},
+            "optim": {"max_steps": 4, "head_init": "random"},
+            "output_dir": str(out),
+        }
+    )
+    train(config, progress=False)
+    return out
+
+
+# ------------------------------------------------ an OpenAI-compatible chat server (`vllm serve`)
+
+SERVED = "tiny-chat"
+API_KEY = "secret"
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant: {% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def chat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`vllm serve` on a tiny random causal Llama with a chat template, behind --api-key, started
+    once per session; yields the /v1 base URL. Structured outputs compact (no free whitespace): a
+    random model would otherwise happily fill max_tokens with spaces inside the JSON."""
+    import json
+
+    from support import vllm_server
+
+    model_dir = build_tiny_llama(tmp_path_factory.mktemp("tiny-chat"))
+    config = json.loads((model_dir / "config.json").read_text())
+    config["max_position_embeddings"] = 2048  # RoPE: any length works; the prompts need ~1k
+    (model_dir / "config.json").write_text(json.dumps(config))
+    template = model_dir / "chat_template.jinja"
+    template.write_text(CHAT_TEMPLATE)
+    args = [
+        "--served-model-name", SERVED, "--api-key", API_KEY, "--chat-template", str(template),
+        "--max-model-len", "2048", "--gpu-memory-utilization", "0.1", "--enforce-eager", "--seed", "0",
+        "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}',
+    ]  # fmt: skip
+    with vllm_server(model_dir, args, model_dir / "server.log") as url:
+        yield f"{url}/v1"
+
+
+def served_requests(base_url: str) -> float:
+    """Requests a `vllm serve` finished, from its Prometheus /metrics (all finish reasons)."""
+    import httpx
+
+    text = httpx.get(base_url.removesuffix("/v1") + "/metrics", timeout=5).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("vllm:request_success_total")
+    )

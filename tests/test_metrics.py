@@ -27,9 +27,7 @@ from training.report import (
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def one_hot_probs(
-    y_pred: list[int], n_classes: int, confidence: float = 0.8
-) -> np.ndarray:
+def one_hot_probs(y_pred: list[int], n_classes: int, confidence: float = 0.8) -> np.ndarray:
     """Rows putting `confidence` on the predicted class and the rest spread evenly."""
     rest = (1.0 - confidence) / (n_classes - 1)
     probs = np.full((len(y_pred), n_classes), rest)
@@ -74,9 +72,7 @@ def test_known_confusion() -> None:
     assert m["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
     assert m["accuracy"] == pytest.approx(4 / 6)
     a, b, c = (m["per_intent"][k] for k in ("a", "b", "c"))
-    assert (a["precision"], a["recall"], a["f1"], a["support"]) == pytest.approx(
-        (0.5, 0.5, 0.5, 2)
-    )
+    assert (a["precision"], a["recall"], a["f1"], a["support"]) == pytest.approx((0.5, 0.5, 0.5, 2))
     assert (b["precision"], b["recall"], b["f1"]) == pytest.approx((2 / 3, 1.0, 0.8))
     assert (c["precision"], c["recall"], c["f1"]) == pytest.approx((1.0, 0.5, 2 / 3))
     expected_macro = (0.5 + 0.8 + 2 / 3) / 3
@@ -108,9 +104,7 @@ def test_ece_constructed_case() -> None:
     confidences = [0.85, 0.85, 0.85, 0.85, 0.65, 0.65]
     correct = [True, True, True, False, False, True]
     expected = 4 / 6 * 0.10 + 2 / 6 * 0.15
-    assert expected_calibration_error(confidences, correct, n_bins=15) == pytest.approx(
-        expected
-    )
+    assert expected_calibration_error(confidences, correct, n_bins=15) == pytest.approx(expected)
     # One bin: |overall accuracy - mean confidence|.
     one_bin = expected_calibration_error(confidences, correct, n_bins=1)
     assert one_bin == pytest.approx(abs(4 / 6 - np.mean(confidences)))
@@ -119,9 +113,7 @@ def test_ece_constructed_case() -> None:
 def test_ece_bin_edges() -> None:
     # Bins are (lo, hi]; 0.0 and 1.0 are accepted. With two bins, 0.5 falls in bin 0
     # (gap 0.5) and 1.0 in bin 1 (gap 1.0) -> 0.75; 0.5 in bin 1 would give 0.25.
-    assert expected_calibration_error(
-        [0.5, 1.0], [True, False], n_bins=2
-    ) == pytest.approx(0.75)
+    assert expected_calibration_error([0.5, 1.0], [True, False], n_bins=2) == pytest.approx(0.75)
     assert expected_calibration_error([0.0], [False], n_bins=10) == 0.0
     with pytest.raises(ValueError):
         expected_calibration_error([], [], n_bins=10)
@@ -132,15 +124,11 @@ def test_oos_metrics() -> None:
     y_true = [0, 1, 2, 2, 2, 0]
     y_pred = [0, 2, 2, 2, 0, 0]
     m = compute_metrics(y_true, one_hot_probs(y_pred, 3, 0.9), labels)
-    assert m["oos"] == pytest.approx(
-        {"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3}
-    )
+    assert m["oos"] == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3})
     assert m["in_scope_accuracy"] == pytest.approx(2 / 3)  # examples 0, 1, 5
     assert m["accuracy"] == pytest.approx(4 / 6)
     # A different name for the OOS class.
-    m2 = compute_metrics(
-        y_true, one_hot_probs(y_pred, 3), ["a", "b", "none"], oos_label="none"
-    )
+    m2 = compute_metrics(y_true, one_hot_probs(y_pred, 3), ["a", "b", "none"], oos_label="none")
     assert m2["oos"] == m["oos"]
 
 
@@ -189,9 +177,7 @@ def test_trainer_compute_metrics_with_large_logits() -> None:
     labels = np.array([0, 2, 2])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no overflow warnings from exp
-        out = trainer_compute_metrics(
-            SimpleNamespace(predictions=logits, label_ids=labels)
-        )
+        out = trainer_compute_metrics(SimpleNamespace(predictions=logits, label_ids=labels))
     assert set(out) == {"accuracy", "macro_f1"}
     assert out["accuracy"] == pytest.approx(2 / 3)
     # Classes 0: f1 1; 1: predicted once, never true -> 0; 2: p 1, r 0.5 -> 2/3.
@@ -209,9 +195,7 @@ def test_plot_confusion_matrix_writes_png(tmp_path: Path, n_labels: int) -> None
     rng = np.random.default_rng(n_labels)
     labels = [f"intent_{k}" for k in range(n_labels)]
     y_true = np.repeat(np.arange(n_labels), 3)
-    y_pred = np.where(
-        rng.random(y_true.size) < 0.8, y_true, rng.integers(0, n_labels, y_true.size)
-    )
+    y_pred = np.where(rng.random(y_true.size) < 0.8, y_true, rng.integers(0, n_labels, y_true.size))
     m = compute_metrics(y_true, one_hot_probs(y_pred.tolist(), n_labels), labels)
     out = plot_confusion_matrix(m, labels, tmp_path / "sub" / "cm.png", title="test")
     assert out == tmp_path / "sub" / "cm.png"

@@ -32,9 +32,7 @@ def test_qlora_builds_nf4_base_lora_and_fp32_head(tiny_llama: Path) -> None:
     assert any("lora_A" in n for n in trainable) and any("lora_B" in n for n in trainable)
     head = [p for n, p in built.model.named_parameters() if "score" in n and p.requires_grad]
     assert head and all(p.dtype == torch.float32 for p in head)
-    assert not any(
-        isinstance(m, bnb.nn.Linear4bit) for n, m in built.model.named_modules() if "score" in n
-    )
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for n, m in built.model.named_modules() if "score" in n)
     # frozen base: nothing but LoRA and the head learns
     assert all("lora_" in n or "score" in n for n in trainable)
 
@@ -59,9 +57,7 @@ def test_pooling_rules(tiny_llama: Path) -> None:
             LABELS,
         )
     with pytest.raises(ModelLoadError, match="encoders"):
-        build_classifier(
-            ModelConfig(pooling="last"), LoraSettings(), QuantizationSettings(), LABELS
-        )
+        build_classifier(ModelConfig(pooling="last"), LoraSettings(), QuantizationSettings(), LABELS)
 
 
 def test_load_classifier_rejects_non_models(tmp_path: Path, tiny_llama: Path) -> None:

@@ -15,8 +15,10 @@ def _model_dir(root: Path, name: str, accuracy: float) -> Path:
     (d / "checkpoints" / "checkpoint-1").mkdir(parents=True)
     (d / "config.json").write_text(json.dumps({"architectures": ["BertForSequenceClassification"]}))
     (d / "model.safetensors").write_bytes(b"weights-" + name.encode())
-    metrics = {"test": {"accuracy": accuracy, "macro_f1": accuracy, "n": 10},
-               "training": {"dataset": "sample", "dataset_fingerprint": "abc"}}
+    metrics = {
+        "test": {"accuracy": accuracy, "macro_f1": accuracy, "n": 10},
+        "training": {"dataset": "sample", "dataset_fingerprint": "abc"},
+    }
     (d / "metrics.json").write_text(json.dumps(metrics))
     return d
 

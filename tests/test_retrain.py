@@ -137,6 +137,7 @@ def test_corrective_feedback_promotes_a_better_challenger_and_rollback_restores(
             min_feedback=5,
             feedback_weight=3,
             overrides=["optim.max_steps=24"],
+            continue_lr_factor=1.0,  # a barely trained champion: 24 steps at the full rate
         ),
         progress=False,
     )
@@ -177,6 +178,7 @@ def test_worse_challenger_is_refused(world: dict, tmp_path: Path) -> None:
             min_feedback=5,
             feedback_weight=5,
             overrides=["optim.max_steps=24"],
+            continue_lr_factor=1.0,  # a barely trained champion: 24 steps at the full rate
         ),
         progress=False,
     )

@@ -8,7 +8,6 @@ the SIGTERM test stops it, and any test after it gets a fresh one.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import time
 import uuid
@@ -19,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import func, select, text
-from support import Server
+from sqlalchemy import func, select
+from support import Server, pg_schema
 
 from router.store import create_db_engine
 from router.store.models import feedback as feedback_table
@@ -30,10 +29,6 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
-PG_ADMIN_URLS = [
-    os.environ.get("SWITCHBOARD_TEST_PG_URL", "postgresql://root@127.0.0.1:5432/test"),
-    "postgresql://postgres@127.0.0.1:5432/test",
-]
 QUERIES = [
     "why is my bill higher this month",
     "no signal on my phone since yesterday",
@@ -44,24 +39,6 @@ QUERIES = [
 ]
 
 
-@pytest.fixture(scope="session")
-def router_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny exported MiniLM classifier for the sample dataset (4 steps: about 30 s)."""
-    from training.config import build_config
-    from training.train import train
-
-    out = tmp_path_factory.mktemp("router-model") / "model"
-    config = build_config(
-        {
-            "data": {"dataset": str(SAMPLE)},
-            "optim": {"max_steps": 4, "head_init": "random"},
-            "output_dir": str(out),
-        }
-    )
-    train(config, progress=False)
-    return out
-
-
 # -- database backends -----------------------------------------------------------------------
 
 
@@ -70,23 +47,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('router-db') / 'requests.db'}"
         return
-    for admin_url in PG_ADMIN_URLS:
-        admin = create_db_engine(admin_url)
-        schema = f"sb_e2e_{uuid.uuid4().hex[:10]}"
-        try:
-            with admin.begin() as conn:
-                conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-            break
-        except Exception:
-            admin.dispose()
-    else:
-        pytest.skip("PostgreSQL at 127.0.0.1:5432 (database test) is not reachable")
-    try:
-        yield f"{admin_url}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with pg_schema() as url:
+        yield url
 
 
 def db_scalar(url: str, query: Any) -> Any:

@@ -7,11 +7,9 @@ real engine is exercised in tests/test_router_e2e.py. Everything here runs in se
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
+from support import pg_schema
 from typer.testing import CliRunner
 
 from router.app import build_app
@@ -358,36 +357,6 @@ def test_writer_retries_a_failed_transaction_without_loss_or_duplicates(
     assert db_count(settings, requests_table) == 40  # retried, and ON CONFLICT kept it at once
 
 
-PG_ADMIN_URLS = [
-    os.environ.get("SWITCHBOARD_TEST_PG_URL", "postgresql://root@127.0.0.1:5432/test"),
-    "postgresql://postgres@127.0.0.1:5432/test",
-]
-
-
-@contextmanager
-def pg_schema() -> Iterator[str]:
-    """A database URL on a fresh PostgreSQL schema (dropped afterwards); skips without a server."""
-    from sqlalchemy import text
-
-    for admin_url in PG_ADMIN_URLS:
-        admin = create_db_engine(admin_url)
-        try:
-            with admin.begin() as conn:
-                schema = f"sb_test_{uuid.uuid4().hex[:10]}"
-                conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-            break
-        except Exception:
-            admin.dispose()
-    else:
-        pytest.skip("PostgreSQL at 127.0.0.1:5432 (database test) is not reachable")
-    try:
-        yield f"{admin_url}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
 def test_postgres_store_migrates_logs_and_dedupes_feedback() -> None:
     with pg_schema() as url:
         engine = create_db_engine(url)
@@ -431,8 +400,9 @@ def test_route_batch_intents_and_openapi(tmp_path: Path) -> None:
             body = r.json()
             assert set(body) == {
                 "request_id", "intent", "route", "confidence", "fallback", "alternatives",
-                "model_version", "latency_ms",
+                "model_version", "escalation", "latency_ms",
             }  # fmt: skip
+            assert body["escalation"] is None  # cascade mode is off by default
             assert (body["intent"], body["route"], body["fallback"]) == (
                 "bill_explanation",
                 "billing",

@@ -14,7 +14,7 @@ from transformers import PreTrainedTokenizerBase
 from training.data import DatasetError, IntentDataset, Split, load_dataset
 from training.data.types import OOS_LABEL
 from training.metrics import compute_metrics
-from training.modeling import load_classifier
+from training.modeling import load_classifier, model_labels
 from training.predict import predict_proba
 from training.report import plot_confusion_matrix
 from training.thresholds import thresholded_predictions
@@ -88,7 +88,7 @@ def evaluate_model_dir(
     splits = data.splits()
     if split not in splits:
         raise DatasetError(f"dataset {data.name!r} has no {split!r} split (has: {', '.join(splits)})")
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    labels = model_labels(model)
     y_true, probs = split_probabilities(
         model, tokenizer, splits[split], labels, max_length=max_length, progress=progress
     )

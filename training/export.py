@@ -42,7 +42,7 @@ def merged_model(built: BuiltModel, trained: nn.Module, method: str) -> PreTrain
     from peft import PeftModel
 
     dtype = torch.bfloat16 if built.dtype == torch.bfloat16 else torch.float32
-    config = trained.config  # type: ignore[union-attr]
+    config: Any = trained.config
     with tempfile.TemporaryDirectory() as tmp:
         trained.save_pretrained(tmp)  # type: ignore[operator]
         base = classifier_class(config, built.pooling).from_pretrained(

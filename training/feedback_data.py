@@ -73,7 +73,7 @@ def read_feedback(database_url: str, *, since: datetime | None = None) -> Feedba
             rows = conn.execute(query).all()
     finally:
         engine.dispose()
-    return resolve(rows)
+    return resolve(list(rows))
 
 
 def resolve(rows: list) -> FeedbackSet:  # type: ignore[type-arg]

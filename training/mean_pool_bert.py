@@ -43,7 +43,7 @@ class MeanPoolBertForSequenceClassification(BertForSequenceClassification):
         loss = None
         if labels is not None:
             loss = nn.functional.cross_entropy(logits.float(), labels.view(-1))
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return SequenceClassifierOutput(loss=loss, logits=logits)  # type: ignore[arg-type]
 
 
 def init_pooler_identity(model: BertForSequenceClassification) -> None:

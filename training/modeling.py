@@ -106,6 +106,12 @@ def classifier_class(config: PretrainedConfig, pooling: str) -> Any:
     return MeanPoolBertForSequenceClassification if pooling == "mean" else AutoModelForSequenceClassification
 
 
+def model_labels(model: Any) -> list[str]:
+    """The model's label names in output-column order (`config.id2label`, int or str keys)."""
+    id2label = {int(k): str(v) for k, v in (model.config.id2label or {}).items()}
+    return [id2label[i] for i in range(len(id2label))]
+
+
 def load_classifier(
     model_dir: str | Path, *, dtype: torch.dtype = torch.float32
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -136,7 +142,7 @@ def head_module_names(model: nn.Module) -> list[str]:
     names = {n for n, _ in model.named_children()} | {
         f"bert.{n}" for n, _ in getattr(model, "bert", nn.Module()).named_children()
     }
-    found = [n for n in ("classifier", "score") if n in names]
+    found: list[str] = [n for n in ("classifier", "score") if n in names]
     if "bert.pooler" in names:
         found.append("pooler")
     return found
@@ -209,8 +215,8 @@ def apply_lora(built: BuiltModel, cfg: ModelConfig, lora: LoraSettingsConfig) ->
     if cfg.method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     elif cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.enable_input_require_grads()
+        model.gradient_checkpointing_enable()  # type: ignore[operator]
+        model.enable_input_require_grads()  # type: ignore[operator]
     peft_config = LoraConfig(
         task_type=TaskType.SEQ_CLS,
         r=lora.r,

@@ -32,12 +32,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from training.config import load_config
+from training.config import load_config, parse_overrides
 from training.data import DatasetError, Split, load_dataset
 from training.evaluate import split_probabilities
 from training.feedback_data import FeedbackExample, read_feedback
 from training.metrics import compute_metrics
-from training.modeling import load_classifier
+from training.modeling import load_classifier, model_labels
 from training.registry import Registry
 from training.train import train
 
@@ -62,6 +62,11 @@ class RetrainOptions:
     feedback_weight: int = 3  # each feedback example appears this many times in train
     test_margin: float = 0.005  # the challenger may lose at most this much test accuracy
     start_from: Literal["champion", "base"] = "champion"
+    # From the champion, the recipe's learning rates are scaled by this: its weights are tuned
+    # already, and another epoch at the recipe's peak rate walks them away from what they knew
+    # (Banking77: -0.71 points on unseen queries at 1.0, none at 0.1; docs/BENCHMARKS.md). An
+    # explicit optim.learning_rate override wins.
+    continue_lr_factor: float = 0.1
     overrides: list[str] = field(default_factory=list)  # TrainConfig overrides, e.g. optim.epochs=2
     workdir: Path | None = None
     promote: bool = True
@@ -125,6 +130,16 @@ def retrain(opts: RetrainOptions, *, progress: bool = True) -> Decision:
         if opts.start_from == "champion":
             config.model.base_model = str(champion.path)
             config.optim.head_init = "random"  # keep the champion's trained head as loaded
+            if "learning_rate" not in parse_overrides(opts.overrides).get("optim", {}):
+                config.optim.learning_rate *= opts.continue_lr_factor
+                if config.optim.head_learning_rate is not None:
+                    config.optim.head_learning_rate *= opts.continue_lr_factor
+        report["training"] = {
+            "start_from": opts.start_from,
+            "learning_rate": config.optim.learning_rate,
+            "head_learning_rate": config.optim.head_learning_rate,
+            "epochs": config.optim.epochs,
+        }
         result = train(config, progress=progress)
 
         # 5. Gate. Test texts that also came in as feedback are left out of the test set here:
@@ -174,7 +189,7 @@ def _write_split(path: Path, split: Split, extra: list[FeedbackExample]) -> None
 
 def _scores(model_dir: Path, test: Split, holdout: Split, progress: bool) -> dict[str, Any]:
     model, tokenizer = load_classifier(model_dir)
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    labels = model_labels(model)
     out: dict[str, Any] = {}
     for name, split in (("test", test), ("feedback_holdout", holdout)):
         if len(split) == 0:

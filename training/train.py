@@ -21,6 +21,7 @@ from transformers import (
     EarlyStoppingCallback,
     PreTrainedTokenizerBase,
     Trainer,
+    TrainerCallback,
     TrainingArguments,
     set_seed,
 )
@@ -78,7 +79,7 @@ def train(config: TrainConfig, *, resume: str | bool | None = None, progress: bo
     train_seconds = time.perf_counter() - started
 
     # 4. Export: merge the adapter into 16/32-bit weights, save model + tokenizer + label map.
-    model = merged_model(built, trainer.model, config.model.method)
+    model = merged_model(built, trainer.model, config.model.method)  # type: ignore[arg-type]
     save_model_dir(built, model, out)
     write_routes(data.routes, out)
     dump_config(config, out / "config.yaml")
@@ -188,7 +189,7 @@ def _trainer(
         use_cpu=not on_gpu,
         **strategy,
     )
-    callbacks = []
+    callbacks: list[TrainerCallback] = []
     if opt.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=opt.early_stopping_patience))
     trainer = Trainer(

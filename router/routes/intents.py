@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from router.deps import ModelDep
+from router.deps import ModelDep, RuntimeDep
 from router.schemas import ErrorResponse, IntentInfo, IntentsResponse
 
 router = APIRouter(prefix="/v1", tags=["routing"])
@@ -15,7 +15,7 @@ router = APIRouter(prefix="/v1", tags=["routing"])
     response_model=IntentsResponse,
     responses={503: {"model": ErrorResponse, "description": "The model is loading or failed."}},
 )
-async def list_intents(model: ModelDep) -> IntentsResponse:
+async def list_intents(model: ModelDep, rt: RuntimeDep) -> IntentsResponse:
     policy = model.policy
     oos = set(policy.oos_labels)
     return IntentsResponse(
@@ -24,6 +24,8 @@ async def list_intents(model: ModelDep) -> IntentsResponse:
         fallback_route=policy.fallback_route,
         confidence_threshold=policy.threshold,
         margin=policy.margin,
+        escalation_model=model.escalator.model if model.escalator else None,
+        escalation_threshold=rt.settings.escalation_cutoff if model.escalator else None,
         intents=[
             IntentInfo(
                 intent=label,

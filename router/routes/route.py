@@ -54,13 +54,15 @@ def _check_lengths(field: str, texts: Sequence[str], limit: int) -> None:
 
 @router.post("/route", response_model=RouteResult, responses=ERRORS)
 async def route_query(body: RouteRequest, request: Request, rt: RuntimeDep) -> Response:
-    """Route one query: intent, route (or the fallback route), confidence and top-k."""
+    """Route one query: intent, route (or the fallback route), confidence and top-k; in cascade
+    mode an unsure query is answered by the escalation LLM (see `escalation`)."""
     model = rt.require_model()  # inline, not a sub-dependency: this is the hot path
     _check_lengths("text", (body.text,), rt.settings.max_text_chars)
     scope = request.scope
     probs = await rt.classify(model, (body.text,), scope)
     decisions = model.policy.decide_batch(probs)
-    (result,) = rt.record(model, decisions, (body.text,), body.metadata, scope)
+    escalations = await rt.escalate(model, decisions, (body.text,), scope) if model.escalator else None
+    (result,) = rt.record(model, decisions, (body.text,), body.metadata, scope, escalations)
     return _json(result)
 
 
@@ -80,5 +82,6 @@ async def route_batch(body: BatchRouteRequest, request: Request, rt: RuntimeDep)
     scope = request.scope
     probs = await rt.classify(model, body.texts, scope)
     decisions = model.policy.decide_batch(probs)
-    results = rt.record(model, decisions, body.texts, None, scope)
+    escalations = await rt.escalate(model, decisions, body.texts, scope) if model.escalator else None
+    results = rt.record(model, decisions, body.texts, None, scope, escalations)
     return _json({"results": results})

@@ -46,6 +46,9 @@ requests = Table(
     Column("model_version", String(NAME_LENGTH), nullable=False, index=True),
     Column("latency_ms", Float, nullable=False),
     Column("meta", JSON, nullable=True),  # the request's `metadata` object
+    # cascade mode: agreed | overruled | invalid | failed, and the LLM asked; NULL: not escalated
+    Column("escalation", String(16), nullable=True),
+    Column("escalation_model", String(NAME_LENGTH), nullable=True),
 )
 
 feedback = Table(

@@ -69,6 +69,8 @@ class RequestRecord(NamedTuple):
     model_version: str
     latency_ms: float
     meta: dict[str, Any] | None
+    escalation: str | None = None  # outcome, when the query was escalated (cascade mode)
+    escalation_model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -325,6 +327,8 @@ def _row(r: RequestRecord) -> dict[str, Any]:
         "model_version": r.model_version,
         "latency_ms": r.latency_ms,
         "meta": r.meta,
+        "escalation": r.escalation,
+        "escalation_model": r.escalation_model,
     }
 
 

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from training.baselines.cache import CachedResponse, ResponseCache, default_cache_dir, request_key
 from training.baselines.prompting import DEFAULT_SHOTS, Selection, parse_answer, response_format
 
-__all__ = ["Answer", "FewShotConfig", "FewShotError", "api_key", "ask_all"]
+__all__ = ["Answer", "Asker", "FewShotConfig", "FewShotError", "api_key", "ask_all", "refuses_schema"]
 
 Structured = Literal["auto", "on", "off"]
 
@@ -95,7 +95,7 @@ def _describe(err: Exception, config: FewShotConfig) -> FewShotError:
     return FewShotError(text)
 
 
-def _refuses_schema(err: Exception) -> bool:
+def refuses_schema(err: Exception) -> bool:
     """A 400/422 that is about the response format: the server lacks structured outputs."""
     import openai
 
@@ -105,7 +105,7 @@ def _refuses_schema(err: Exception) -> bool:
     return any(word in text for word in ("response_format", "json_schema", "structured", "schema"))
 
 
-class _Asker:
+class Asker:
     """Sends (or replays from cache) one request per query, at most `concurrency` at a time."""
 
     def __init__(self, client: Any, config: FewShotConfig, labels: list[str]) -> None:
@@ -136,7 +136,7 @@ class _Asker:
         try:
             response = await self.client.chat.completions.create(**body)
         except openai.APIError as err:
-            if _refuses_schema(err):
+            if refuses_schema(err):
                 raise  # the caller falls back to plain answers
             raise _describe(err, self.config) from err
         latency = time.perf_counter() - started
@@ -185,7 +185,7 @@ class _Asker:
 
 
 async def _resolve_structured(
-    asker: _Asker, first: list[dict[str, str]], query: str
+    asker: Asker, first: list[dict[str, str]], query: str
 ) -> tuple[bool, Answer | None]:
     """Whether to send the JSON schema: `on`/`off` as configured; `auto` asks the cache first
     (a rerun must not send a probe), then the server, with the first query as the probe. Returns
@@ -202,7 +202,7 @@ async def _resolve_structured(
     except FewShotError:
         raise
     except Exception as err:
-        if _refuses_schema(err):
+        if refuses_schema(err):
             return False, None
         raise _describe(err, asker.config) from err
 
@@ -215,7 +215,7 @@ async def ask_all(
     queries: list[str],
     progress: bool,
 ) -> tuple[list[Answer], bool, float]:
-    asker = _Asker(client, config, labels)
+    asker = Asker(client, config, labels)
     started = time.perf_counter()
     bar = tqdm(total=len(prompts), desc=f"few-shot {config.model}", unit="query", disable=not progress)
     try:

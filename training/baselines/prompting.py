@@ -120,10 +120,11 @@ def nearest_examples(
 ) -> list[list[Example]]:
     """For each query, the `shots` most similar training examples (cosine of MiniLM sentence
     embeddings), least similar first so the closest sits right before the query."""
-    from training.baselines.classical import embed
+    from training.baselines.classical import embed, load_encoder
 
-    train_vecs = embed(train.texts, progress=progress)
-    query_vecs = embed(list(queries), progress=progress)
+    encoder = load_encoder()
+    train_vecs = embed(train.texts, progress=progress, encoder=encoder)
+    query_vecs = embed(list(queries), progress=progress, encoder=encoder)
     k = min(shots, len(train))
     out: list[list[Example]] = []
     for start in range(0, len(queries), 1024):  # bounded (1024 x N_train) similarity blocks

@@ -33,6 +33,7 @@ class CascadeSweep:
     best: dict[str, Any]  # highest accuracy, the cheaper one on a tie
     cheapest_near_best: dict[str, Any]  # cheapest within TOLERANCE of the best accuracy
     best_metrics: dict[str, Any]  # full metrics at `best` (per-intent F1 for the plots)
+    fallback_model: str | None = None  # the model name the router's escalation_model takes
 
 
 def _point(
@@ -83,6 +84,7 @@ def sweep(
     tuned_cost_per_million: float | None,
     fallback_query_costs: Sequence[float] | None,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    fallback_model: str | None = None,
 ) -> CascadeSweep:
     """Accuracy and cost of the cascade at each threshold (escalate when confidence < threshold).
 
@@ -116,4 +118,5 @@ def sweep(
         best=best,
         cheapest_near_best=cheapest,
         best_metrics=all_metrics[points.index(best)],
+        fallback_model=fallback_model,
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from training.bench.cascade import CascadeSweep
 from training.bench.systems import SystemResult
@@ -76,6 +77,9 @@ def plot_accuracy_vs_cost(
                 textcoords="offset points", xytext=(8, -24), fontsize=8, color=colour,
             )  # fmt: skip
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"${x:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a narrow log range collide
     ax.set_xlabel("cost per 1M queries (USD, log scale)")
     ax.set_ylabel("accuracy (%)")
     ax.grid(True, which="both", alpha=0.3)

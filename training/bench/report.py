@@ -122,6 +122,11 @@ def _operating_point(sweep: CascadeSweep) -> str:
             f"({_pct(cheap['escalated'])} escalated), {_pct(cheap['accuracy'])} at "
             f"{fmt_cost(cheap['cost_per_million'])}."
         )
+    if sweep.fallback_model:  # the same rule runs in the router (docs/ROUTER.md, cascade mode)
+        text += (
+            f" To serve a point, set the router's `escalation_model: {sweep.fallback_model}` and "
+            f"`escalation_threshold: {cheap['threshold']:g}` (or the best point's)."
+        )
     return text
 
 

@@ -90,6 +90,7 @@ def _cascades(
             fallback=system.name,
             tuned_cost_per_million=tuned.cost_per_million,
             fallback_query_costs=result.query_costs,
+            fallback_model=result.model,
         )
         for system, result in fewshots
     ]
@@ -116,7 +117,11 @@ def run_bench(config: BenchConfig) -> BenchReport:
 
     # 3. Classical baselines.
     for kind in config.classical:
-        systems.append(classical_system(kind, data, hardware, progress=config.progress))
+        systems.append(
+            classical_system(
+                kind, data, hardware, progress=config.progress, latency_samples=config.latency_samples
+            )
+        )
 
     # 4. Few-shot models (cached answers cost nothing on a rerun).
     fewshots = []

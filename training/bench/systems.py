@@ -12,7 +12,6 @@ models from the token usage of every answer and the API's token prices.
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import platform
@@ -106,24 +105,37 @@ def _percentiles(seconds: list[float]) -> tuple[float | None, float | None]:
     return float(np.percentile(seconds, 50)), float(np.percentile(seconds, 99))
 
 
-def _oos_threshold(model_dir: Path) -> float | None:
-    """The out-of-scope threshold shipped with the model (`metrics.json`), if any."""
+def _exported_metrics(model_dir: Path) -> dict[str, Any]:
+    """The model's `metrics.json` (what `switchboard train` measured at export), or {}."""
     try:
-        value = json.loads((model_dir / "metrics.json").read_text()).get("oos_threshold")
+        metrics = json.loads((model_dir / "metrics.json").read_text())
     except (OSError, ValueError):
-        return None
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def _oos_threshold(exported: dict[str, Any]) -> float | None:
+    """The out-of-scope threshold shipped with the model, if any."""
+    value = exported.get("oos_threshold")
     if isinstance(value, dict):
         value = value.get("threshold")
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def _training_facts(model_dir: Path) -> dict[str, Any]:
-    """`metrics.json` → `training` (base model, method, train_seconds, device), or {}."""
-    try:
-        facts = json.loads((model_dir / "metrics.json").read_text()).get("training", {})
-    except (OSError, ValueError):
-        return {}
+def _training_facts(exported: dict[str, Any]) -> dict[str, Any]:
+    """`training` (base model, method, train_seconds, device), or {}."""
+    facts = exported.get("training", {})
     return facts if isinstance(facts, dict) else {}
+
+
+def _exported_test_accuracy(exported: dict[str, Any], with_oos_threshold: bool, n: int) -> float | None:
+    """Test accuracy at export (transformers, fp32) on the same `n` queries, or None."""
+    test = exported.get("test")
+    if not isinstance(test, dict) or test.get("n") != n:
+        return None
+    scored = test.get("with_oos_threshold") if with_oos_threshold else test
+    value = scored.get("accuracy") if isinstance(scored, dict) else None
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _tuned_name(model_dir: Path, facts: dict[str, Any]) -> str:
@@ -136,7 +148,7 @@ def _tuned_name(model_dir: Path, facts: dict[str, Any]) -> str:
 def _run_vllm(
     model_dir: Path, texts: list[str], max_length: int, latency_samples: int, progress: bool
 ) -> tuple[np.ndarray, list[str], float, list[float], str]:
-    from serving.offline import classify_texts, labels_of, open_llm
+    from serving.offline import classify_texts, close_llm, labels_of, open_llm
 
     llm = open_llm(model_dir, max_model_len=max_length + 8)
     try:
@@ -152,20 +164,18 @@ def _run_vllm(
             classify_texts(llm, [text], max_length=max_length)
             latencies.append(time.perf_counter() - started)
     finally:
-        del llm
-        gc.collect()
+        close_llm(llm)
     return probs, labels, batch_s, latencies, f"vLLM offline classify ({dtype})"
 
 
 def _run_transformers(
     model_dir: Path, texts: list[str], max_length: int, latency_samples: int, progress: bool
 ) -> tuple[np.ndarray, list[str], float, list[float], str]:
-    from training.modeling import load_classifier
+    from training.modeling import load_classifier, model_labels
     from training.predict import predict_proba
 
     model, tokenizer = load_classifier(model_dir)
-    id2label: dict[int, str] = {int(k): str(v) for k, v in (model.config.id2label or {}).items()}
-    labels = [id2label[i] for i in range(len(id2label))]
+    labels = model_labels(model)
     predict_proba(model, tokenizer, texts[:32], max_length=max_length, progress=False)  # warm-up
     started = time.perf_counter()
     probs = predict_proba(model, tokenizer, texts, max_length=max_length, progress=progress)
@@ -201,7 +211,8 @@ def tuned_system(
         raise DatasetError(f"{len(unknown)} test label(s) unknown to the model: {', '.join(unknown[:5])}")
     y = [index[g] for g in gold]
     pred = probs.argmax(axis=1)
-    threshold = _oos_threshold(model_dir) if "oos" in index else None
+    exported_metrics = _exported_metrics(model_dir)
+    threshold = _oos_threshold(exported_metrics) if "oos" in index else None
     if threshold is not None:
         pred = np.where(probs.max(axis=1) < threshold, index["oos"], pred)
         metrics = compute_metrics(y, probs, labels, y_pred=pred)
@@ -211,7 +222,7 @@ def tuned_system(
     # 2. Speed and cost on this machine.
     qps = len(texts) / batch_s
     p50, p99 = _percentiles(latencies)
-    facts = _training_facts(model_dir)
+    facts = _training_facts(exported_metrics)
     train_s = facts.get("train_seconds")
     train_s = float(train_s) if isinstance(train_s, (int, float)) else None
     notes = [f"{how}; throughput over the whole test split, latency one query at a time"]
@@ -222,6 +233,9 @@ def tuned_system(
         )
     if threshold is not None:
         notes.append(f"out-of-scope below top-1 probability {threshold:g} (the model's own threshold)")
+    exported = _exported_test_accuracy(exported_metrics, threshold is not None, len(texts))
+    if engine == "vllm" and exported is not None:
+        notes.append(f"the same weights in transformers fp32 at export (metrics.json): {100 * exported:.2f}%")
     result = SystemResult(
         name=_tuned_name(model_dir, facts),
         kind="tuned",
@@ -239,22 +253,28 @@ def tuned_system(
     return result, outputs
 
 
-def classical_system(kind: str, data: IntentDataset, hardware: Hardware, *, progress: bool) -> SystemResult:
-    """A classical baseline; throughput is its batched predict (features included) on the test split."""
+def classical_system(
+    kind: str, data: IntentDataset, hardware: Hardware, *, progress: bool, latency_samples: int = 200
+) -> SystemResult:
+    """A classical baseline; throughput is its batched predict (features included) on the test
+    split, latency one query at a time."""
     from training.baselines.classical import run_baseline
 
-    base = run_baseline(kind, data, progress=progress)  # type: ignore[arg-type]
+    base = run_baseline(kind, data, progress=progress, latency_samples=latency_samples)  # type: ignore[arg-type]
     assert data.test is not None
     qps = len(data.test) / base.predict_seconds if base.predict_seconds > 0 else None
+    p50, p99 = _percentiles(base.latencies)
     return SystemResult(
         name=base.name,
         kind="classical",
         metrics=base.metrics,
+        latency_p50_s=p50,
+        latency_p99_s=p99,
         throughput_qps=qps,
         cost_per_million=None if qps is None else hourly_cost_per_million(qps, hardware.price_per_hour),
         training_seconds=base.fit_seconds,
         training_cost_usd=base.fit_seconds / 3600 * hardware.price_per_hour,
-        notes=["batched predict incl. feature extraction; per-query latency not measured"],
+        notes=["throughput: batched predict incl. feature extraction; latency one query at a time"],
     )
 
 
