@@ -7,7 +7,9 @@ real engine is exercised in tests/test_router_e2e.py. Everything here runs in se
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -672,6 +674,36 @@ def test_not_ready_until_the_model_answers(tmp_path: Path) -> None:
             engine.closed = True
             assert (await client.get("/readyz")).status_code == 503
 
+    run(scenario())
+
+
+def test_serving_heap_is_frozen_and_a_swapped_out_model_is_still_collected(tmp_path: Path) -> None:
+    """The loaded model and libraries are frozen out of the collector (no full-heap GC pauses
+    under load); a hot swap thaws first, so the old model's reference cycles are reclaimed."""
+    engines: list[weakref.ref[FakeEngine]] = []
+
+    async def factory(_: Settings) -> FakeEngine:
+        engine = FakeEngine()
+        engine.cycle = engine  # type: ignore[attr-defined]  # only the cyclic collector frees it
+        engines.append(weakref.ref(engine))
+        return engine
+
+    async def scenario() -> None:
+        app = build_app(make_settings(tmp_path), engine_factory=factory)
+        runtime = app.state.runtime
+        async with app.router.lifespan_context(app):
+            for _ in range(200):
+                if runtime.model is not None:
+                    break
+                await asyncio.sleep(0.01)
+            assert gc.get_freeze_count() > 10_000
+            await runtime.swap(tmp_path)
+            assert len(engines) == 2 and runtime.model.engine is engines[1]()
+            assert engines[0]() is None, "the swapped-out model must not stay frozen"
+            assert gc.get_freeze_count() > 10_000
+        assert gc.get_freeze_count() == 0
+
+    assert gc.get_freeze_count() == 0
     run(scenario())
 
 

@@ -76,9 +76,9 @@ async def _swap(rt: RuntimeDep, model_dir: Path) -> ReloadResponse:
             f"reload failed, still serving {current}: {type(err).__name__}: {err}", rt.settings.retry_after_s
         ) from None
     return ReloadResponse(
-        model_version=new.info.version,
-        previous_version=old.info.version if old else None,
-        model_dir=str(new.info.model_dir),
+        model_version=new.version,
+        previous_version=old.version if old else None,
+        model_dir=str(new.model_dir),
     )
 
 
