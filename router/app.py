@@ -439,9 +439,13 @@ def build_app(settings: Settings, *, engine_factory: EngineFactory | None = None
         )
         runtime.log.start()
         loader = asyncio.create_task(runtime.load_model(), name="load-model")
+        lag_watch = asyncio.create_task(runtime.metrics.watch_loop_lag(), name="loop-lag")
         try:
             yield
         finally:
+            lag_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag_watch
             if not loader.done():
                 loader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -13,6 +13,7 @@ are read at scrape time instead of being updated per request.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Callable, Iterable
 
@@ -36,6 +37,8 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+LOOP_LAG_INTERVAL_S = 0.1
 
 ENDPOINTS = ("/v1/route", "/v1/route/batch", "/v1/feedback", "/v1/intents")
 UNCOUNTED = frozenset({"/metrics", "/livez", "/readyz"})  # probes are not traffic
@@ -165,6 +168,14 @@ class RouterMetrics:
             "What the escalations cost at the price table's rates (US dollars).",
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "switchboard_event_loop_lag_seconds",
+            f"How late the event loop ran a timer due every {LOOP_LAG_INTERVAL_S} s: time it was "
+            "blocked (garbage-collection pauses, CPU-bound work on the loop). Every request "
+            "waits out such a stall.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.log_backlog = Gauge(
             "switchboard_request_log_backlog", "Logged requests not yet written.", registry=r
         )
@@ -246,6 +257,14 @@ class RouterMetrics:
     def observe_flush(self, rows: int, seconds: float) -> None:
         self.log_rows.inc(rows)
         self.log_flush.observe(seconds)
+
+    async def watch_loop_lag(self, interval_s: float = LOOP_LAG_INTERVAL_S) -> None:
+        """Run until cancelled: sleep `interval_s` and record how late the wake-up came."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + interval_s
+            await asyncio.sleep(interval_s)
+            self.loop_lag.observe(max(0.0, loop.time() - due))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

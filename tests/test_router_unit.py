@@ -567,6 +567,9 @@ def test_metrics_exposition_after_traffic(tmp_path: Path) -> None:
                 await client.get("/readyz")
                 await client.get("/metrics")
             await asyncio.sleep(0.05)  # let the writer flush
+            await asyncio.sleep(0.1)  # the lag watcher's timer is now due ...
+            time.sleep(0.3)  # ... and this blocks the event loop past it
+            await asyncio.sleep(0.15)
             return (await client.get("/metrics")).text
 
     m = Scrape(run(scenario()))
@@ -596,6 +599,10 @@ def test_metrics_exposition_after_traffic(tmp_path: Path) -> None:
     assert m("switchboard_batch_request_size_sum") == 3
     assert m("switchboard_request_log_rows_total") == 8
     assert m("switchboard_request_log_backlog") == 0
+    lags = m("switchboard_event_loop_lag_seconds_count")
+    assert lags >= 2, lags
+    assert m("switchboard_event_loop_lag_seconds_bucket", le="0.1") <= lags - 1  # the 0.3 s stall
+    assert m("switchboard_event_loop_lag_seconds_sum") >= 0.15
     assert not any(name.endswith("_created") for name in (s.name for s in m.samples))
 
 
