@@ -125,6 +125,16 @@ def _quantile(before: dict[float, float], after: dict[float, float], q: float) -
     return lower
 
 
+def _max_bound(before: dict[float, float], after: dict[float, float]) -> float:
+    """Upper edge of the highest bucket that gained observations: the largest one is below it."""
+    bound, below = 0.0, 0.0
+    for edge in sorted(after):
+        cum = after[edge] - before.get(edge, 0.0)
+        if cum > below:
+            bound, below = edge, cum
+    return bound
+
+
 def _metrics(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
         return str(resp.read().decode())
@@ -162,11 +172,16 @@ def bench_router(model_dir: Path, texts: list[str], workdir: Path) -> dict[str, 
         url = f"http://127.0.0.1:{port}/v1/route"
         wrk(url, single, 8, 5)  # warm-up
         runs = []
+        overhead, lag = "switchboard_router_overhead_seconds", "switchboard_event_loop_lag_seconds"
         for c in CONCURRENCY:
-            before = _histogram_buckets(_metrics(port), "switchboard_router_overhead_seconds")
+            before = _metrics(port)
             row = wrk(url, single, c)
-            after = _histogram_buckets(_metrics(port), "switchboard_router_overhead_seconds")
-            row["router_overhead_p50_ms"] = round(1e3 * _quantile(before, after, 0.5), 3)
+            after = _metrics(port)
+            o0, o1 = _histogram_buckets(before, overhead), _histogram_buckets(after, overhead)
+            row["router_overhead_p50_ms"] = round(1e3 * _quantile(o0, o1, 0.5), 3)
+            # the event loop's longest stall in the run, as the bucket bound it fell under
+            l0, l1 = _histogram_buckets(before, lag), _histogram_buckets(after, lag)
+            row["loop_lag_max_ms"] = round(1e3 * _max_bound(l0, l1), 1)
             runs.append(row)
             print(row, flush=True)
         batch = wrk(f"http://127.0.0.1:{port}/v1/route/batch", batched, 4)
@@ -205,23 +220,25 @@ def to_markdown(r: dict[str, Any]) -> str:
         "",
         f"(a) vLLM offline `classify`: **{offline:.0f} queries/s**.",
         "",
-        "| system | concurrency | req/s | p50 | p99 | router overhead p50 | vs. (a) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| system | concurrency | req/s | p50 | p99 | router overhead p50 | longest loop stall | vs. (a) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for x in r["router"]["route"]:
+        stall = f"≤ {x['loop_lag_max_ms']:g} ms" if "loop_lag_max_ms" in x else "n/a"
         lines.append(
             f"| (b) `POST /v1/route` | {x['concurrency']} | {x['req_per_s']:.0f} | {x['p50_ms']:.1f} ms | "
-            f"{x['p99_ms']:.1f} ms | {x['router_overhead_p50_ms']:.2f} ms | {x['req_per_s'] / offline:.0%} |"
+            f"{x['p99_ms']:.1f} ms | {x['router_overhead_p50_ms']:.2f} ms | {stall} | "
+            f"{x['req_per_s'] / offline:.0%} |"
         )
     b = r["router"]["batch"]
     lines.append(
         f"| (c) `POST /v1/route/batch` ×{BATCH} | 4 | {b['texts_per_s']:.0f} texts/s | "
-        f"{b['p50_ms']:.1f} ms | {b['p99_ms']:.1f} ms | | {b['texts_per_s'] / offline:.0%} |"
+        f"{b['p50_ms']:.1f} ms | {b['p99_ms']:.1f} ms | | | {b['texts_per_s'] / offline:.0%} |"
     )
     for x in r["naive"]:
         lines.append(
             f"| (d) naive transformers server | {x['concurrency']} | {x['req_per_s']:.0f} | "
-            f"{x['p50_ms']:.1f} ms | {x['p99_ms']:.1f} ms | | {x['req_per_s'] / offline:.0%} |"
+            f"{x['p50_ms']:.1f} ms | {x['p99_ms']:.1f} ms | | | {x['req_per_s'] / offline:.0%} |"
         )
     lines += [
         "",
