@@ -3,8 +3,8 @@
 Run:  python benchmarks/gc_pauses.py [--model-dir runs/bench/minilm-banking77] [--runs 5]
       (needs `wrk`; the model comes from `python benchmarks/train.py --datasets banking77`)
 
-The router runs its engine in-process, so its Python heap holds ~700k long-lived objects
-(torch, vLLM, transformers). `switchboard serve` freezes that heap once the model answers
+The router runs its engine in-process, so its Python heap holds hundreds of thousands of
+long-lived objects (torch, vLLM, transformers). `switchboard serve` freezes that heap once the model answers
 (`router.app.freeze_heap`). This script serves the Banking77 model twice, as `switchboard serve`
 does, once as shipped and once with the freeze turned off, and drives each with wrk at
 concurrency 32 (`--runs` x 10 s after a 5 s warm-up). Inside the server it records every

@@ -191,7 +191,7 @@ class Runtime:
                     log.warning("closing model %s with calls still in flight", old.info.version)
                 await old.close()
             # drop the old model, let the collector reach its objects, then freeze what serves
-            # now; that one full collection (~0.3-0.5 s with vLLM in-process) pauses the event
+            # now; that one full collection (~0.45 s with vLLM in-process) pauses the event
             # loop once per swap instead of at random under load
             del old
             gc.unfreeze()
@@ -328,11 +328,12 @@ class Runtime:
 def freeze_heap() -> None:
     """Put every object alive now out of the cyclic collector's reach (`gc.freeze`).
 
-    A router process with vLLM in-process holds ~700k long-lived objects (torch, vLLM,
-    transformers, the engine client). Without this, each full (generation-2) collection walks
-    them all on the event loop: under load at c=32 one took 455 ms, and those pauses were the
-    p99 tail (docs/BENCHMARKS.md). Collections after the freeze see only new objects. vLLM's own
-    API server freezes its heap after start-up the same way.
+    A router process with vLLM in-process holds hundreds of thousands of long-lived objects
+    (torch, vLLM, transformers, the engine client). Without this, each full (generation-2)
+    collection walks them all on the event loop: under load at c=32 they took 453-472 ms, and
+    those pauses were the p99 tail (`benchmarks/gc_pauses.py`, docs/BENCHMARKS.md). Collections
+    after the freeze see only new objects. vLLM's own API server freezes its heap after start-up
+    the same way.
     """
     gc.collect()
     gc.freeze()
