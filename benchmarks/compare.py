@@ -6,7 +6,7 @@ Run (after `make bench-train`, which writes the tuned models):
     .venv/bin/python benchmarks/compare.py --fewshot-model gpt-4o-mini        # with OPENAI_API_KEY
     .venv/bin/python benchmarks/compare.py --fewshot-model my-llm --base-url http://localhost:8000/v1
 
-For each dataset this is `switchboard bench` (training/bench): every system on the same test split,
+For each dataset this is `switchboard bench` (training/comparison): every system on the same test split,
 the tuned model through vLLM offline classify with its throughput measured here, cost per 1M
 queries from that throughput and the hourly price in data/prices.yaml (or --hardware-price-per-hour).
 Writes runs/compare/<dataset>/report.{md,json} + pictures, benchmarks/results/compare.json, the
@@ -75,7 +75,7 @@ def _copy_pictures(dataset: str, out: Path, pictures: dict[str, str]) -> dict[st
 
 
 def to_markdown(results: dict[str, Any]) -> str:
-    from training.bench.report import cascade_table, systems_table
+    from training.comparison.report import cascade_table, systems_table
 
     before, after = results["machine"]["load_average_1min"]
     lines = [
@@ -137,7 +137,7 @@ def main() -> None:
     os.environ.setdefault("SWITCHBOARD_DATA_DIR", str(REPO.parent / "shared" / "datasets"))
 
     from training.baselines.fewshot import FewShotConfig
-    from training.bench import BenchConfig, run_bench
+    from training.comparison import BenchConfig, run_bench
 
     results: dict[str, Any] = {
         "command": "python benchmarks/compare.py " + " ".join(sys.argv[1:]),

@@ -77,8 +77,8 @@ def main() -> None:
     import httpx
     from support import Server
 
+    from serving.registry import Registry
     from training.data import load_dataset
-    from training.registry import Registry
 
     test = load_dataset("banking77").test
     assert test is not None

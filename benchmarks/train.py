@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from training.formatting import pct
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -119,10 +121,6 @@ def bench_dataset(name: str, out_root: Path, reuse: bool = False) -> dict[str, A
     return result
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f}%"
-
-
 def to_markdown(results: dict[str, Any]) -> str:
     lines = [
         machine_line(results["machine"]),
@@ -143,9 +141,9 @@ def to_markdown(results: dict[str, Any]) -> str:
         head += " ECE | train time | peak RSS |"
         lines += [head, "|" + " --- |" * (head.count("|") - 1)]
         for system, row in ds["systems"].items():
-            cells = [system, _pct(row.get("accuracy")), _pct(row.get("macro_f1"))]
+            cells = [system, pct(row.get("accuracy")), pct(row.get("macro_f1"))]
             if oos:
-                cells += [_pct(row.get("in_scope_accuracy")), _pct(row.get("oos_recall"))]
+                cells += [pct(row.get("in_scope_accuracy")), pct(row.get("oos_recall"))]
             cells += [
                 f"{row['ece']:.3f}",
                 f"{row['train_seconds'] / 60:.1f} min",
@@ -164,7 +162,7 @@ def to_markdown(results: dict[str, Any]) -> str:
         lines += [
             "",
             f"vLLM (`runner=pooling`, dtype {agree['vllm_dtype']}) vs. transformers on the exported model: "
-            f"argmax agreement {_pct(agree['agreement'])} ({agree['disagreements']} of {agree['n']} differ), "
+            f"argmax agreement {pct(agree['agreement'])} ({agree['disagreements']} of {agree['n']} differ), "
             f"max |Δp| {agree['max_abs_prob_diff']:.4f}.",
             "",
         ]

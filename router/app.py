@@ -1,4 +1,4 @@
-"""The FastAPI app factory: `build_app(settings)`.
+"""The FastAPI app factory: `build_app(settings)`, and its lifespan.
 
 Startup (lifespan), in order:
 1. Open the store and apply migrations; a database that cannot be reached fails startup.
@@ -10,8 +10,8 @@ Startup (lifespan), in order:
 Shutdown: uvicorn first stops accepting and lets in-flight requests finish; then the writer
 flushes everything queued and the engine closes.
 
-`Runtime` (on `app.state.runtime`) is everything a request needs. The loaded model lives in
-one `LoadedModel` reference, so a future hot swap replaces a single attribute.
+What a request needs is `router.runtime.Runtime` (on `app.state.runtime`); the traffic bound
+and request metrics are `router.middleware`; the handlers are `router.routes.*`.
 """
 
 from __future__ import annotations
@@ -19,407 +19,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from time import perf_counter, time
-from typing import Any
 
-import numpy as np
 from fastapi import FastAPI
 
-from router.errors import error_body, install_error_handlers, timed_out, unavailable
-from router.escalation import Escalation, Escalator, build_escalator
-from router.metrics import ENDPOINTS, OTHER, UNCOUNTED, RouterMetrics
-from router.policy import Decision, Policy, build_policy
+from router.errors import install_error_handlers
+from router.middleware import TrafficMiddleware
+from router.routes import admin, feedback, health, intents, metrics, route
+from router.runtime import EngineFactory, Runtime, open_configured_engine
 from router.settings import Settings
-from router.store import RequestLog, RequestRecord, WriterHooks, create_db_engine, migrate
-from router.store import new_request_id as _new_id
-from serving.engine import Engine, EngineError, ModelInfo
+from router.store import RequestLog, WriterHooks, create_db_engine, migrate
 
 log = logging.getLogger(__name__)
-
-EngineFactory = Callable[[Settings], Awaitable[Engine]]
-T0 = "switchboard.t0"  # ASGI scope keys shared by the middleware and the handlers
-ENGINE_S = "switchboard.engine_s"
-ESCALATION_S = "switchboard.escalation_s"
-_ENDPOINTS = frozenset(ENDPOINTS)
-
-
-class Usage:
-    """Engine calls in flight on one model, so a hot swap can wait for them before closing it."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def acquire(self) -> None:
-        self.count += 1
-        self._idle.clear()
-
-    def release(self) -> None:
-        self.count -= 1
-        if self.count == 0:
-            self._idle.set()
-
-    async def drained(self) -> None:
-        await self._idle.wait()
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    engine: Engine
-    info: ModelInfo
-    policy: Policy
-    labels: frozenset[str]
-    escalator: Escalator | None = None  # cascade mode: the LLM for unsure queries
-    usage: Usage = field(default_factory=Usage, compare=False)
-
-    async def close(self) -> None:
-        if self.escalator is not None:
-            await self.escalator.close()
-        await self.engine.close()
-
-
-class Runtime:
-    """Shared state of one app: settings, metrics, request log, the loaded model."""
-
-    def __init__(self, settings: Settings, engine_factory: EngineFactory) -> None:
-        self.settings = settings
-        self.engine_factory = engine_factory
-        self.metrics = RouterMetrics(accuracy_window=settings.accuracy_window)
-        self.log: RequestLog | None = None
-        self.model: LoadedModel | None = None
-        self.load_error: str | None = None
-        self.in_flight = 0
-        self.on_load_failure: Callable[[str], None] | None = None
-        self._swap_lock = asyncio.Lock()
-        self.metrics.track(
-            in_flight=lambda: self.in_flight, backlog=lambda: self.log.backlog if self.log else 0
-        )
-
-    # -- model -----------------------------------------------------------------------------
-
-    async def load_model(self) -> None:
-        """Open the engine, build the policy, warm up; on failure record why (readyz says it)."""
-        try:
-            model = await self._open_model(self.settings)
-        except Exception as err:
-            self.load_error = f"{type(err).__name__}: {err}"
-            log.error("model failed to load: %s", self.load_error, exc_info=err)
-            if self.on_load_failure is not None:
-                self.on_load_failure(self.load_error)
-            return
-        freeze_heap()
-        self._install(model)
-
-    async def _open_model(self, s: Settings) -> LoadedModel:
-        """A warmed-up model for `s.model_dir`; raises (and frees the engine) if any step fails."""
-        engine: Engine | None = None
-        escalator: Escalator | None = None
-        try:
-            engine = await self.engine_factory(s)
-            info = engine.info
-            policy = build_policy(
-                info.labels,
-                routes_file=s.routes_file,
-                model_routes=info.routes,
-                model_default_route=info.default_route,
-                model_fallback_route=info.fallback_route,
-                threshold=s.confidence_threshold,
-                margin=s.margin,
-                oos_labels=s.oos_labels,
-                top_k=s.top_k,
-                default_route=s.default_route,
-                fallback_route=s.fallback_route,
-            )
-            if hasattr(engine, "batch_size_observer"):
-                engine.batch_size_observer = self.metrics.engine_batch.observe
-            async with asyncio.timeout(max(s.request_timeout_s, 60.0)):
-                await engine.classify(["warm-up query"])  # ready means: the model answers
-            if s.escalation_model:  # no warm-up call: it would cost money, and may be down now
-                escalator = await asyncio.to_thread(build_escalator, s, Path(info.model_dir), info.labels)
-                log.info(
-                    "cascade mode: top-1 under %.3f escalates to %s", s.escalation_cutoff, s.escalation_model
-                )
-        except BaseException:  # includes cancellation at shutdown: never leak an engine
-            if escalator is not None:
-                await asyncio.shield(escalator.close())
-            if engine is not None:
-                await asyncio.shield(engine.close())
-            raise
-        return LoadedModel(engine, info, policy, frozenset(info.labels), escalator)
-
-    def _install(self, model: LoadedModel) -> None:
-        self.model = model  # one reference: requests already holding the old model keep it
-        self.load_error = None
-        self.metrics.set_model(model.info.version, self.settings.engine, model.policy.route_names)
-        self.metrics.ready.set(1)
-        log.info(
-            "serving model %s (%d intents) from %s",
-            model.info.version, len(model.info.labels), model.info.model_dir,
-        )  # fmt: skip
-
-    async def swap(self, model_dir: Path) -> tuple[ModelInfo, ModelInfo | None]:
-        """Zero-downtime model change: load and warm the new model while the old one serves,
-        switch atomically, let calls in flight on the old model finish, then free it.
-
-        A model that fails to load raises and leaves the old one serving. Returns the infos of
-        the new model and of the old one.
-        """
-        async with self._swap_lock:
-            settings = self.settings.model_copy(update={"model_dir": model_dir})
-            try:
-                new = await self._open_model(settings)
-            except Exception:
-                self.metrics.reloads.labels("failed").inc()
-                raise
-            old = self.model
-            old_info = old.info if old is not None else None
-            self.settings = settings
-            self._install(new)
-            self.metrics.reloads.labels("ok").inc()
-            if old is not None:
-                try:
-                    async with asyncio.timeout(settings.request_timeout_s + 5.0):
-                        await old.usage.drained()
-                except TimeoutError:
-                    log.warning("closing model %s with calls still in flight", old.info.version)
-                await old.close()
-            # drop the old model, let the collector reach its objects, then freeze what serves
-            # now; that one full collection (~0.45 s with vLLM in-process) pauses the event
-            # loop once per swap instead of at random under load
-            del old
-            gc.unfreeze()
-            freeze_heap()
-            return new.info, old_info
-
-    def require_model(self) -> LoadedModel:
-        model = self.model
-        if model is None:
-            state = "failed to load" if self.load_error else "is loading"
-            raise unavailable(f"the model {state}; retry later", self.settings.retry_after_s)
-        return model
-
-    # -- per request -----------------------------------------------------------------------
-
-    async def classify(
-        self, model: LoadedModel, texts: Sequence[str], scope: MutableMapping[str, Any]
-    ) -> np.ndarray:
-        """Engine probabilities under the per-request timeout; engine failures become 503."""
-        if self.log is not None and self.log.full:
-            raise unavailable("request log backlog is full; retry later", self.settings.retry_after_s)
-        started = perf_counter()
-        model.usage.acquire()
-        try:
-            async with asyncio.timeout(self.settings.request_timeout_s):
-                probs = await model.engine.classify(texts)
-        except TimeoutError:
-            raise timed_out(self.settings.request_timeout_s) from None
-        except Exception as err:
-            log.error("engine failed: %s", err, exc_info=not isinstance(err, EngineError))
-            raise unavailable(
-                "the model engine is unavailable; retry later", self.settings.retry_after_s
-            ) from None
-        finally:
-            model.usage.release()
-        elapsed = perf_counter() - started
-        self.metrics.engine_latency.observe(elapsed)
-        scope[ENGINE_S] = elapsed
-        return probs
-
-    async def escalate(
-        self,
-        model: LoadedModel,
-        decisions: list[Decision],
-        texts: Sequence[str],
-        scope: MutableMapping[str, Any],
-    ) -> list[Escalation | None]:
-        """Cascade mode: ask the LLM about every decision under the cutoff, concurrently, and
-        put its valid answers into `decisions` (in place). Returns each query's escalation."""
-        escalator = model.escalator
-        escalations: list[Escalation | None] = [None] * len(decisions)
-        if escalator is None:
-            return escalations
-        cutoff = self.settings.escalation_cutoff
-        unsure = [i for i, d in enumerate(decisions) if d.confidence < cutoff]
-        if not unsure:
-            return escalations
-        started = perf_counter()
-        model.usage.acquire()  # the escalator closes with its model: a swap waits for us
-        try:
-            answers = await asyncio.gather(*(escalator.ask(texts[i], decisions[i].intent) for i in unsure))
-        finally:
-            model.usage.release()
-        scope[ESCALATION_S] = perf_counter() - started
-        for i, answer in zip(unsure, answers, strict=True):
-            self.metrics.observe_escalation(answer)
-            escalations[i] = answer
-            if answer.label is not None:
-                decisions[i] = model.policy.answered(decisions[i], answer.label)
-        return escalations
-
-    def record(
-        self,
-        model: LoadedModel,
-        decisions: Sequence[Decision],
-        texts: Sequence[str],
-        meta: dict[str, Any] | None,
-        scope: MutableMapping[str, Any],
-        escalations: Sequence[Escalation | None] | None = None,
-    ) -> list[dict[str, Any]]:
-        """Log each decision (queued, no I/O), count it, and return the response objects."""
-        if self.log is not None and self.log.closing:  # cannot promise to store it: not accepted
-            raise unavailable("shutting down; retry on another replica", self.settings.retry_after_s)
-        t0 = scope.get(T0)
-        latency_ms = round((perf_counter() - t0) * 1000, 3) if t0 is not None else 0.0
-        version = model.info.version
-        store_text = self.settings.store_text
-        now = time()
-        results = []
-        escalated_to = model.escalator.model if model.escalator is not None else None
-        for decision, text, escalation in zip(
-            decisions, texts, escalations or [None] * len(decisions), strict=True
-        ):
-            request_id = _new_id()
-            outcome = escalation.outcome if escalation is not None else None
-            self.metrics.observe_decision(decision.route, decision.confidence, decision.reason)
-            if self.log is not None:
-                self.log.log(
-                    RequestRecord(
-                        request_id, now, text if store_text else None, decision.intent,
-                        decision.confidence, decision.route, decision.fallback, decision.reason,
-                        version, latency_ms, meta, outcome, escalated_to if outcome else None,
-                    )
-                )  # fmt: skip
-            results.append(
-                {
-                    "request_id": request_id,
-                    "intent": decision.intent,
-                    "route": decision.route,
-                    "confidence": round(decision.confidence, 6),
-                    "fallback": decision.fallback,
-                    "alternatives": [
-                        {
-                            "intent": a.intent,
-                            "route": a.route,
-                            "probability": round(a.probability, 6),
-                        }
-                        for a in decision.alternatives
-                    ],
-                    "model_version": version,
-                    "escalation": None
-                    if escalation is None
-                    else {
-                        "model": escalated_to,
-                        "outcome": outcome,
-                        "latency_ms": round(escalation.seconds * 1000, 3),
-                    },
-                    "latency_ms": latency_ms,
-                }
-            )
-        return results
-
-
-def freeze_heap() -> None:
-    """Put every object alive now out of the cyclic collector's reach (`gc.freeze`).
-
-    A router process with vLLM in-process holds hundreds of thousands of long-lived objects
-    (torch, vLLM, transformers, the engine client). Without this, each full (generation-2)
-    collection walks them all on the event loop: under load at c=32 they took 453-472 ms, and
-    those pauses were the p99 tail (`benchmarks/gc_pauses.py`, docs/BENCHMARKS.md). Collections
-    after the freeze see only new objects. vLLM's own API server freezes its heap after start-up
-    the same way.
-    """
-    gc.collect()
-    gc.freeze()
-
-
-async def _open_engine(settings: Settings) -> Engine:
-    from serving.engine import open_engine
-
-    if settings.model_dir is None:
-        raise ValueError("no model directory: set model_dir (SWITCHBOARD_MODEL_DIR or --model)")
-    overrides = {"max_num_seqs": settings.max_num_seqs} if settings.max_num_seqs else None
-    return await open_engine(
-        settings.model_dir,
-        kind=settings.engine,
-        url=settings.engine_url,
-        dtype=settings.dtype,
-        eager=settings.eager,
-        # a little over ours, so a slow request is our 504, not the engine's error (503)
-        timeout_s=settings.request_timeout_s + 1.0,
-        engine_overrides=overrides,
-    )
-
-
-class TrafficMiddleware:
-    """Pure ASGI (no per-request task or body copy): in-flight bound -> 429, request metrics.
-
-    Probes and /metrics pass straight through, uncounted and never refused.
-    """
-
-    def __init__(self, app: Any, runtime: Runtime) -> None:
-        self.app = app
-        self.runtime = runtime
-        self.limit = runtime.settings.max_in_flight
-        self.retry_after = str(runtime.settings.retry_after_s).encode()
-        self.metrics = runtime.metrics
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        path = scope.get("path", "")
-        if scope["type"] != "http" or path in UNCOUNTED:
-            await self.app(scope, receive, send)
-            return
-        t0 = perf_counter()
-        endpoint = path if path in _ENDPOINTS else OTHER
-        rt = self.runtime
-        if rt.in_flight >= self.limit:
-            await self._reject(send)
-            self.metrics.observe_request(endpoint, 429, perf_counter() - t0)
-            return
-        rt.in_flight += 1
-        scope[T0] = t0
-        status = 500
-
-        async def send_observed(message: dict[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_observed)
-        finally:
-            rt.in_flight -= 1
-            elapsed = perf_counter() - t0
-            self.metrics.observe_request(endpoint, status, elapsed)
-            engine_s = scope.get(ENGINE_S)
-            if engine_s is not None and endpoint == "/v1/route":  # the LLM's time is not ours either
-                waited = engine_s + scope.get(ESCALATION_S, 0.0)
-                self.metrics.overhead.observe(max(0.0, elapsed - waited))
-
-    async def _reject(self, send: Any) -> None:
-        detail = f"too many requests in flight (limit {self.limit}); retry later"
-        body = json.dumps(error_body(detail)).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"retry-after", self.retry_after),
-        ]
-        await send({"type": "http.response.start", "status": 429, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
 
 
 def build_app(settings: Settings, *, engine_factory: EngineFactory | None = None) -> FastAPI:
     """The router app for `settings`; `engine_factory` replaces vLLM in policy/API unit tests."""
-    from router.routes import admin, feedback, health, intents, route
-
-    runtime = Runtime(settings, engine_factory or _open_engine)
+    settings = settings.with_champion()
+    runtime = Runtime(settings, engine_factory or open_configured_engine)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -467,6 +86,6 @@ def build_app(settings: Settings, *, engine_factory: EngineFactory | None = None
     app.state.runtime = runtime
     install_error_handlers(app)
     app.add_middleware(TrafficMiddleware, runtime=runtime)
-    for module in (route, feedback, intents, health, admin):
+    for module in (route, feedback, intents, health, metrics, admin):
         app.include_router(module.router)
     return app

@@ -35,10 +35,10 @@ def fail(message: str, code: int = 2) -> NoReturn:
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Known, user-caused errors -> one line and exit 2; anything else is a bug and propagates."""
+    from serving.registry import RegistryError
     from training.config import ConfigError
     from training.data import DatasetError
     from training.modeling import ModelLoadError
-    from training.registry import RegistryError
 
     try:
         yield
@@ -140,7 +140,7 @@ def check_vllm(
     with user_errors():
         import json
 
-        from serving.agreement import vllm_agreement
+        from training.agreement import vllm_agreement
         from training.data import DatasetError, load_dataset
 
         splits = load_dataset(dataset).splits()
@@ -181,7 +181,9 @@ def serve(
     from router.settings import SettingsError, load_settings
 
     try:
-        settings = load_settings(config, model_dir=model, engine=engine, engine_url=url, host=host, port=port)
+        settings = load_settings(
+            config, model_dir=model, engine=engine, engine_url=url, host=host, port=port
+        ).with_champion()
     except SettingsError as err:
         fail(str(err))
     _check_serving(settings)
@@ -221,10 +223,10 @@ def serve(
 
 def _check_serving(settings: object) -> None:
     """Model dir, route map and database checked before vLLM spends a minute loading."""
-    from router.policy import PolicyError, build_policy
+    from router.policy import PolicyError, policy_for
     from router.settings import Settings
     from router.store import StoreError, create_db_engine, migrate
-    from serving.engine import ModelDirError, read_model_info
+    from serving.model_dir import ModelDirError, read_model_info
 
     assert isinstance(settings, Settings)
     if settings.model_dir is None:
@@ -233,12 +235,7 @@ def _check_serving(settings: object) -> None:
         fail(f"model directory not found: {settings.model_dir}")
     try:
         info = read_model_info(settings.model_dir)
-        build_policy(
-            info.labels,
-            routes_file=settings.routes_file,
-            model_routes=info.routes,
-            oos_labels=settings.oos_labels,
-        )
+        policy_for(info, settings)
         db = create_db_engine(settings.database_url)
         try:
             migrate(db)

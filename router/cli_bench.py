@@ -53,8 +53,8 @@ ProgressOpt = Annotated[bool, typer.Option(help="Show progress bars.")]
 def _errors() -> Iterator[None]:
     """The CLI's user errors plus the few-shot and price ones -> one line, exit 2."""
     from router.cli import fail, user_errors
+    from serving.llm.pricing import PriceError
     from training.baselines.fewshot import FewShotError
-    from training.baselines.pricing import PriceError
 
     with user_errors():
         try:
@@ -76,7 +76,7 @@ def _fewshot_config(
     no_cache: bool,
 ) -> Any:
     from router.cli import fail
-    from training.baselines.cache import default_cache_dir
+    from serving.llm.cache import default_cache_dir
     from training.baselines.fewshot import FewShotConfig
 
     if selection not in ("per-class", "nearest"):
@@ -124,8 +124,8 @@ def fewshot(
         structured=structured, concurrency=concurrency, cache_dir=cache_dir, no_cache=no_cache,
     )  # fmt: skip
     with _errors():
+        from serving.llm.pricing import load_prices
         from training.baselines.fewshot import run_fewshot
-        from training.baselines.pricing import load_prices
         from training.data import load_dataset
 
         table = load_prices(prices)
@@ -144,7 +144,7 @@ def fewshot(
 
 
 def _usage_line(result: Any) -> str:
-    from training.bench.report import fmt_cost
+    from training.comparison.report import fmt_cost
 
     p50 = "n/a" if result.latency_p50_s is None else f"{1000 * result.latency_p50_s:.0f} ms"
     p99 = "n/a" if result.latency_p99_s is None else f"{1000 * result.latency_p99_s:.0f} ms"
@@ -258,8 +258,8 @@ def bench(
         structured=structured, concurrency=concurrency, cache_dir=cache_dir, no_cache=no_cache,
     )  # fmt: skip
     with _errors():
-        from training.bench import BenchConfig, run_bench
-        from training.bench.report import systems_table
+        from training.comparison import BenchConfig, run_bench
+        from training.comparison.report import systems_table
 
         report = run_bench(
             BenchConfig(

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from router.app import LoadedModel, Runtime
+from router.runtime import LoadedModel, Runtime
 
 
 async def get_runtime(request: Request) -> Runtime:

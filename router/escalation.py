@@ -1,10 +1,11 @@
 """Cascade mode: queries the tuned model is unsure of are escalated to a few-shot LLM.
 
-The rule is the one `switchboard bench` sweeps (training.bench.cascade): a query whose top-1
+The rule is the one `switchboard bench` sweeps (training.comparison.cascade): a query whose top-1
 probability is under `escalation_threshold` is asked of the LLM, so the operating point the
 report recommends can be copied into the settings unchanged. The LLM is any OpenAI-compatible
 server, asked exactly as the few-shot baseline asks it (same system prompt, the same seeded
-per-class examples from the model's training data, answers constrained to the model's labels).
+per-class examples from the model's training data, exported with the model as
+`fewshot.json`, so serving never loads a dataset; answers constrained to the model's labels).
 
 Escalation never fails a request: an LLM that errs, times out or answers with no valid label
 leaves the tuned model's decision standing (outcome `invalid` / `failed`). Each escalation is
@@ -24,14 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from training.baselines.asking import Asker, FewShotConfig, FewShotError, refuses_schema
-from training.baselines.pricing import DEFAULT_PRICES, TokenPrice, load_prices
-from training.baselines.prompting import build_messages, per_class_examples, system_prompt
+from serving.llm.client import Asker, FewShotConfig, FewShotError, refuses_schema
+from serving.llm.pricing import DEFAULT_PRICES, TokenPrice, load_prices
+from serving.llm.prompts import build_messages, fixed_examples, system_prompt
+from serving.model_dir import FEWSHOT_FILE, ModelDirError, read_fewshot
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["agreed", "overruled", "invalid", "failed"]
-OUTCOMES: tuple[Outcome, ...] = ("agreed", "overruled", "invalid", "failed")
+EscalationOutcome = Literal["agreed", "overruled", "invalid", "failed"]
+OUTCOMES: tuple[EscalationOutcome, ...] = ("agreed", "overruled", "invalid", "failed")
 
 
 class EscalationError(ValueError):
@@ -43,7 +45,7 @@ class Escalation:
     """What the LLM said about one query."""
 
     label: str | None  # the LLM's intent; None when invalid or failed
-    outcome: Outcome
+    outcome: EscalationOutcome
     seconds: float
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -96,7 +98,9 @@ class Escalator:
             return Escalation(None, "failed", time.perf_counter() - started)
         response = answer.response
         label = answer.label
-        outcome: Outcome = "invalid" if label is None else "agreed" if label == tuned_intent else "overruled"
+        outcome: EscalationOutcome = (
+            "invalid" if label is None else "agreed" if label == tuned_intent else "overruled"
+        )
         cost = None
         if self.price is not None:
             cost = self.price.cost(response.prompt_tokens, response.completion_tokens, response.cached_tokens)
@@ -126,26 +130,28 @@ class Escalator:
 
 
 def load_examples(
-    dataset: str, labels: Sequence[str], shots: int, *, validation_fraction: float = 0.1, seed: int = 42
+    path: Path, labels: Sequence[str], shots: int
 ) -> tuple[list[tuple[str, str]], dict[str, str]]:
-    """`shots` training examples per label of the model (seeded, as the baseline picks them) and
-    the dataset's intent descriptions. Examples of intents the model does not know are dropped."""
-    from training.data import DatasetError, load_dataset
-
+    """`shots` examples per label of the model from a few-shot examples file (seeded, as the
+    baseline picks them) and the intent descriptions. Intents the model does not know are dropped."""
     try:
-        data = load_dataset(dataset, validation_fraction=validation_fraction, seed=seed)
-    except (DatasetError, OSError) as err:
-        raise EscalationError(f"escalation examples: cannot load dataset {dataset!r}: {err}") from None
+        fewshot = read_fewshot(path)
+    except ModelDirError as err:
+        raise EscalationError(
+            f"escalation examples: {err} (export the model again, or write the file with "
+            "`switchboard models examples MODEL_DIR --dataset D`)"
+        ) from None
     known = set(labels)
-    examples = [(t, y) for t, y in per_class_examples(data.train, shots, seed=seed) if y in known]
+    per_intent = {label: texts for label, texts in fewshot.per_intent.items() if label in known}
+    examples = fixed_examples(per_intent, shots, seed=fewshot.seed)
     if shots > 0 and not examples:
-        raise EscalationError(f"escalation examples: dataset {dataset!r} shares no intent with the model")
-    return examples, dict(data.descriptions)
+        raise EscalationError(f"escalation examples: {path} shares no intent with the model")
+    return examples, fewshot.descriptions
 
 
 def build_escalator(settings: Any, model_dir: Path, labels: Sequence[str]) -> Escalator:
-    """The escalator the settings describe, for the model in `model_dir` (its labels, and its
-    training dataset for the examples unless `escalation_dataset` names another)."""
+    """The escalator the settings describe, for the model in `model_dir`: its labels, and the
+    few-shot examples exported with it (`fewshot.json`) unless `escalation_examples` names a file."""
     s = settings
     secret = s.escalation_api_key
     key = secret.get_secret_value() if secret else os.environ.get("OPENAI_API_KEY")
@@ -154,22 +160,11 @@ def build_escalator(settings: Any, model_dir: Path, labels: Sequence[str]) -> Es
             "escalation_model is set but there is no API key: set SWITCHBOARD_ESCALATION_API_KEY "
             "or OPENAI_API_KEY (a local server without --api-key accepts any value)"
         )
-    dataset, fraction, seed = s.escalation_dataset, 0.1, 42
-    if dataset is None and s.escalation_shots > 0:
-        from training.config import ConfigError, load_config
-
-        try:
-            recipe = load_config(model_dir / "config.yaml")
-        except (ConfigError, OSError) as err:
-            raise EscalationError(
-                f"escalation examples: the model has no readable config.yaml ({err}); set escalation_dataset"
-            ) from None
-        dataset, fraction, seed = recipe.data.dataset, recipe.data.validation_fraction, recipe.data.seed
     examples: list[tuple[str, str]] = []
     descriptions: dict[str, str] = {}
-    if dataset is not None:
+    if s.escalation_shots > 0 or s.escalation_examples is not None:
         examples, descriptions = load_examples(
-            str(dataset), labels, s.escalation_shots, validation_fraction=fraction, seed=seed
+            s.escalation_examples or model_dir / FEWSHOT_FILE, labels, s.escalation_shots
         )
     price = None
     if s.prices_file is None and not DEFAULT_PRICES.is_file():  # e.g. an installed wheel

@@ -10,7 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from training.registry import Registry
+from serving.registry import Registry
+from training.formatting import pct
 
 models_app = typer.Typer(
     help="Model registry: versions, champion/challenger aliases, rollback.", no_args_is_help=True
@@ -28,10 +29,6 @@ def _registry(path: Path) -> Registry:
     return Registry(path)
 
 
-def _pct(value: object) -> str:
-    return f"{100 * value:.1f}%" if isinstance(value, float) else "n/a"
-
-
 @models_app.command("list")
 def list_versions(registry: RegistryOpt = DEFAULT_REGISTRY) -> None:
     """All versions, newest last, with their aliases and test accuracy."""
@@ -47,8 +44,8 @@ def list_versions(registry: RegistryOpt = DEFAULT_REGISTRY) -> None:
             aliases.get(v.version, ""),
             v.meta.get("parent") or "",
             v.meta.get("dataset") or "",
-            _pct(test.get("accuracy")),
-            _pct(test.get("macro_f1")),
+            pct(test.get("accuracy"), 1),
+            pct(test.get("macro_f1"), 1),
             v.meta.get("created", ""),
         )
     console.print(table)

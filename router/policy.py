@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
+
+from router.settings import Settings
+from serving.files import read_yaml_mapping
+from serving.model_dir import ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +44,10 @@ class RouteMap:
 
     @classmethod
     def load(cls, path: str | Path) -> RouteMap:
-        path = Path(path)
-        if not path.is_file():
-            raise PolicyError(f"route map not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise PolicyError(f"{path}: invalid YAML ({err.__class__.__name__})") from None
-        return cls.from_mapping(data or {}, source=str(path))
+        data = read_yaml_mapping(
+            path, PolicyError, what="route map", expected="a mapping with a `routes:` key"
+        )
+        return cls.from_mapping(data, source=str(path))
 
     @classmethod
     def from_mapping(cls, data: Any, *, source: str = "route map") -> RouteMap:
@@ -215,3 +214,21 @@ def build_policy(
             fallback_route=model_fallback_route,
         )
     return Policy(labels, route_map, **options)
+
+
+def policy_for(info: ModelInfo, settings: Settings) -> Policy:
+    """The policy the router applies to a model: its labels and route map, the settings' rules.
+    One place, so the startup check and the serving runtime build the same policy."""
+    return build_policy(
+        info.labels,
+        routes_file=settings.routes_file,
+        model_routes=info.routes,
+        model_default_route=info.default_route,
+        model_fallback_route=info.fallback_route,
+        threshold=settings.confidence_threshold,
+        margin=settings.margin,
+        oos_labels=settings.oos_labels,
+        top_k=settings.top_k,
+        default_route=settings.default_route,
+        fallback_route=settings.fallback_route,
+    )

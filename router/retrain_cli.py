@@ -48,13 +48,14 @@ def retrain_command(
         fail(f"--holdout must be between 0 and 1, not {holdout}")
     _quiet_libraries()
     with user_errors():
+        from router.store.queries import feedback_rows
+        from training.feedback_data import resolve
         from training.retrain import RetrainOptions, retrain
 
+        feedback = resolve(feedback_rows(database_url, since=since))
         decision = retrain(
             RetrainOptions(
                 registry=registry,
-                database_url=database_url,
-                since=since,
                 min_feedback=min_feedback,
                 holdout_fraction=holdout,
                 feedback_weight=feedback_weight,
@@ -64,6 +65,7 @@ def retrain_command(
                 overrides=list(overrides or []),
                 promote=not dry_run,
             ),
+            feedback,
             progress=progress,
         )
     print(

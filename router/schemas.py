@@ -7,11 +7,13 @@ running configuration and reported in the same 422 shape (see router.errors).
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
+
+from router.escalation import EscalationOutcome
+from router.policy import Alternative
 
 MAX_METADATA_KEYS = 32
 
@@ -66,15 +68,9 @@ class BatchRouteRequest(_Strict):
     )
 
 
-class Alternative(BaseModel):
-    intent: str
-    route: str
-    probability: float
-
-
 class EscalationInfo(BaseModel):
     model: str = Field(description="The LLM asked.")
-    outcome: str = Field(
+    outcome: EscalationOutcome = Field(
         description="agreed / overruled: the LLM's answer is `intent`; invalid / failed: the model's stands."
     )
     latency_ms: float
@@ -107,17 +103,6 @@ class FeedbackRequest(_Strict):
         None, description="Who says so: agent, customer, qa, ..."
     )
     comment: Annotated[str, Field(max_length=2000)] | None = None
-
-
-class FeedbackResponse(BaseModel):
-    feedback_id: str
-    request_id: str
-    correct_intent: str
-    predicted_intent: str
-    agree: bool
-    source: str | None
-    comment: str | None
-    created_at: datetime
 
 
 class IntentInfo(BaseModel):

@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -21,6 +20,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 from pydantic_settings import SettingsError as _SourceError
+
+from serving.files import read_yaml_mapping
+from serving.registry import Registry, RegistryError
 
 ENV_PREFIX = "SWITCHBOARD_"
 
@@ -78,8 +80,8 @@ class Settings(BaseSettings):
     escalation_threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="Escalate when top-1 < this; unset: confidence_threshold."
     )
-    escalation_dataset: str | None = Field(
-        None, description="Dataset for the prompt's examples; unset: the model's training dataset."
+    escalation_examples: Path | None = Field(
+        None, description="Few-shot examples file for the prompt; unset: the model's own fewshot.json."
     )
     escalation_shots: int = Field(3, ge=0, le=50, description="Prompt examples per intent (0: zero-shot).")
     escalation_structured: Literal["auto", "on", "off"] = Field(
@@ -117,17 +119,19 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
-    @model_validator(mode="after")
-    def _champion_by_default(self) -> Settings:
-        """No model_dir but a registry: serve the registry's champion."""
-        if self.model_dir is None and self.registry_dir is not None:
-            from training.registry import Registry, RegistryError
+    def with_champion(self) -> Settings:
+        """These settings with `model_dir` set: as given, or else the registry's champion.
 
-            try:
-                self.model_dir = Registry(self.registry_dir).champion_path()
-            except RegistryError as err:
-                raise ValueError(f"registry_dir: {err}") from None
-        return self
+        Reading the registry is I/O, so it happens here, when the app is built, not while the
+        settings are validated; a registry without a champion is a `SettingsError`.
+        """
+        if self.model_dir is not None or self.registry_dir is None:
+            return self
+        try:
+            champion = Registry(self.registry_dir).champion_path()
+        except RegistryError as err:
+            raise SettingsError(f"setting 'registry_dir': {err}") from None
+        return self.model_copy(update={"model_dir": champion})
 
     @property
     def escalation_cutoff(self) -> float:
@@ -166,7 +170,11 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     `SWITCHBOARD_CONFIG` names the YAML file when `config_file` is not given.
     """
     path = config_file or os.environ.get(f"{ENV_PREFIX}CONFIG")
-    yaml_values = _read_yaml(Path(path)) if path else {}
+    yaml_values = (
+        read_yaml_mapping(path, SettingsError, what="settings file", expected="a mapping of setting: value")
+        if path
+        else {}
+    )
     explicit = {k: v for k, v in overrides.items() if v is not None}
     try:
         return Settings(_yaml_values=yaml_values, **explicit)  # type: ignore[call-arg]
@@ -174,20 +182,6 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         raise SettingsError(_first_error(err, yaml_values, path)) from None
     except _SourceError as err:  # e.g. an environment value that should be JSON and is not
         raise SettingsError(str(err)) from None
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise SettingsError(f"settings file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise SettingsError(f"{path}: invalid YAML ({err.__class__.__name__})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise SettingsError(f"{path}: the top level must be a mapping of setting: value")
-    return data
 
 
 def _first_error(err: ValidationError, yaml_values: dict[str, Any], path: object) -> str:

@@ -34,7 +34,8 @@ from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.metrics.loggers import PrometheusStatLogger, StatLoggerBase
 from vllm.v1.metrics.prometheus import unregister_vllm_metrics
 
-from serving.engine import BatchSizeObserver, EngineError, ModelInfo
+from serving.engine import BatchSizeObserver, EngineError
+from serving.model_dir import ModelInfo
 from serving.offline import engine_kwargs
 
 log = logging.getLogger(__name__)

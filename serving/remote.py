@@ -27,7 +27,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from serving.engine import BatchSizeObserver, EngineError, ModelInfo
+from serving.engine import BatchSizeObserver, EngineError
+from serving.model_dir import ModelInfo
 
 log = logging.getLogger(__name__)
 

@@ -114,8 +114,8 @@ def build_weak_champion(root: Path) -> tuple[object, list[str]]:
     registered as champion; returns (registry, the 22 upgrade_device texts it never saw)."""
     import csv
 
+    from serving.registry import Registry
     from training.config import build_config
-    from training.registry import Registry
     from training.train import train
 
     rows = read_rows(SAMPLE / "train.csv")

@@ -14,12 +14,12 @@ import pytest
 from typer.testing import CliRunner
 
 from router.cli import app
-from training.baselines.pricing import hourly_cost_per_million
-from training.bench.cascade import best_point, sweep
-from training.bench.plots import plot_accuracy_vs_cost, plot_per_intent_f1
-from training.bench.report import BenchReport, fmt_cost, write_report
-from training.bench.run import BenchConfig, limit_test, run_bench
-from training.bench.systems import Hardware, SystemResult
+from serving.llm.pricing import hourly_cost_per_million
+from training.comparison.cascade import best_point, sweep
+from training.comparison.plots import plot_accuracy_vs_cost, plot_per_intent_f1
+from training.comparison.report import BenchReport, fmt_cost, write_report
+from training.comparison.run import BenchConfig, limit_test, run_bench
+from training.comparison.systems import Hardware, SystemResult
 from training.data import load_dataset
 from training.metrics import compute_metrics
 

@@ -26,6 +26,8 @@ from router.policy import Policy, RouteMap
 from router.settings import Settings
 from router.store import create_db_engine
 from router.store.models import requests as requests_table
+from training.data import load_dataset
+from training.export import write_fewshot
 
 CONFIDENT = "my bill is too high"  # FakeEngine: 0.9 on bill_explanation
 UNSURE = ("hello there", "what now?")  # FakeEngine: flat, top-1 0.4 (bill_explanation)
@@ -39,7 +41,7 @@ def _cascade(tmp_path: Path, base_url: str, **overrides: Any) -> Settings:
         "escalation_model": SERVED,
         "escalation_base_url": base_url,
         "escalation_api_key": API_KEY,
-        "escalation_dataset": str(SAMPLE),
+        "escalation_examples": write_fewshot(load_dataset(SAMPLE), tmp_path, seed=42),
         "escalation_shots": 1,
         "escalation_timeout_s": 60.0,  # a 2-core CI machine runs the LLM too
         "prices_file": prices,

@@ -24,16 +24,11 @@ from support import free_port
 from typer.testing import CliRunner
 
 from router.cli import app
-from training.baselines.cache import CachedResponse, ResponseCache, request_key
+from serving.llm.cache import CachedResponse, ResponseCache, request_key
+from serving.llm.pricing import PriceError, TokenPrice, load_prices
+from serving.llm.prompts import build_messages, parse_answer, response_format, system_prompt
+from training.baselines.examples import per_class_examples
 from training.baselines.fewshot import FewShotConfig, FewShotError, metrics_from_predictions, run_fewshot
-from training.baselines.pricing import PriceError, TokenPrice, load_prices
-from training.baselines.prompting import (
-    build_messages,
-    parse_answer,
-    per_class_examples,
-    response_format,
-    system_prompt,
-)
 from training.data import load_dataset
 
 LABELS = ["card_arrival", "card_lost", "oos"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from training.registry import VERSION_FILE, Registry, RegistryError
+from serving.registry import VERSION_FILE, Registry, RegistryError
 
 
 def _model_dir(root: Path, name: str, accuracy: float) -> Path:
@@ -54,7 +54,8 @@ def test_errors(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="no model version"):
         reg.get("v0009")
     with pytest.raises(RegistryError, match="unknown alias"):
-        reg.set_alias("staging", "v0001")
+        reg.register(_model_dir(tmp_path, "m2", 0.9), alias="staging")
+    assert [v.version for v in reg.versions()] == ["v0001"]  # refused before anything was copied
 
 
 def test_interrupted_registration_leaves_no_version(tmp_path: Path) -> None:

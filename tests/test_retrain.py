@@ -18,10 +18,11 @@ from sqlalchemy import insert
 
 from router.store.db import create_db_engine, migrate
 from router.store.models import feedback, requests
-from training.feedback_data import resolve
+from router.store.queries import feedback_rows
+from serving.registry import Registry
+from training.feedback_data import FeedbackSet, resolve
 from training.modeling import load_classifier
 from training.predict import predict_proba
-from training.registry import Registry
 from training.retrain import Outcome, RetrainOptions, _gate, retrain
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,12 +109,17 @@ def test_gate_rules() -> None:
     ]  # not better on feedback
 
 
+def stored_feedback(url: str) -> FeedbackSet:
+    """What `switchboard retrain` hands to training: the store's feedback rows, resolved."""
+    return resolve(feedback_rows(url))
+
+
 @pytest.mark.slow
 def test_too_little_feedback_is_nothing_to_do(world: dict, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
     store_feedback(url, [("hello there", "add_line", WEAK)])
     decision = retrain(
-        RetrainOptions(registry=world["registry"].root, database_url=url, min_feedback=5), progress=False
+        RetrainOptions(registry=world["registry"].root, min_feedback=5), stored_feedback(url), progress=False
     )
     assert decision.outcome == Outcome.NOTHING_TO_DO and "1 usable" in decision.reason
 
@@ -133,12 +139,12 @@ def test_corrective_feedback_promotes_a_better_challenger_and_rollback_restores(
     decision = retrain(
         RetrainOptions(
             registry=registry.root,
-            database_url=url,
             min_feedback=5,
             feedback_weight=3,
             overrides=["optim.max_steps=24"],
             continue_lr_factor=1.0,  # a barely trained champion: 24 steps at the full rate
         ),
+        stored_feedback(url),
         progress=False,
     )
     scores = decision.report["scores"]
@@ -174,12 +180,12 @@ def test_worse_challenger_is_refused(world: dict, tmp_path: Path) -> None:
     decision = retrain(
         RetrainOptions(
             registry=registry.root,
-            database_url=url,
             min_feedback=5,
             feedback_weight=5,
             overrides=["optim.max_steps=24"],
             continue_lr_factor=1.0,  # a barely trained champion: 24 steps at the full rate
         ),
+        stored_feedback(url),
         progress=False,
     )
     assert decision.outcome == Outcome.NOT_PROMOTED, decision.report.get("scores")

@@ -40,7 +40,8 @@ from router.store import (
 from router.store.models import feedback as feedback_table
 from router.store.models import metadata
 from router.store.models import requests as requests_table
-from serving.engine import EngineError, ModelInfo
+from serving.engine import EngineError
+from serving.model_dir import ModelInfo
 
 LABELS = ("bill_explanation", "no_signal", "cancel_service", "oos")
 ROUTES = {"bill_explanation": "billing", "no_signal": "technical_support"}

@@ -27,13 +27,9 @@ import pytest
 import support
 import torch
 
-from serving.engine import (
-    Engine,
-    EngineError,
-    ModelDirError,
-    open_engine,
-    read_model_info,
-)
+from serving.engine import Engine, EngineError
+from serving.factory import open_engine
+from serving.model_dir import ModelDirError, read_model_info
 from serving.remote import RemoteEngine
 
 LABELS = ["billing", "cancel", "outage"]

@@ -15,6 +15,8 @@ import yaml
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
+from serving.files import read_yaml_mapping
+
 _STRICT = ConfigDict(extra="forbid")
 
 Method = Literal["qlora", "lora", "full"]
@@ -146,16 +148,7 @@ def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> Train
     """Load a YAML preset (or the defaults when `path` is None) and apply overrides."""
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: invalid YAML ({err.__class__.__name__})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
-        data = loaded
+        data = read_yaml_mapping(path, ConfigError, what="config file", expected="a mapping of sections")
     return build_config(data, overrides)
 
 

@@ -7,6 +7,7 @@ reloaded in 16/32-bit (never the 4-bit weights), the adapter applied and `merge_
 from __future__ import annotations
 
 import json
+import random
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,12 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from serving.model_dir import FEWSHOT_FILE, FewShotExamples
+from training.baselines.examples import texts_by_intent
+from training.data import IntentDataset
 from training.modeling import POOLING_CONFIG_KEY, BuiltModel, classifier_class
+
+FEWSHOT_PER_INTENT = 50  # enough for any `escalation_shots` the router accepts (at most 50)
 
 # vLLM reads the pooling of a checkpoint from its sentence-transformers module list. It also
 # derives `use_activation` (softmax over the classify logits) from a Normalize module being
@@ -95,6 +101,23 @@ def write_pooling_files(out_dir: Path, hidden_size: int, pooling: str) -> None:
 
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def write_fewshot(
+    data: IntentDataset, out_dir: Path, *, seed: int, per_intent: int = FEWSHOT_PER_INTENT
+) -> Path:
+    """Ship few-shot examples with the model (`serving.model_dir.FEWSHOT_FILE`): up to
+    `per_intent` seeded training texts of each intent and the intent descriptions, so the router's
+    cascade mode builds its LLM prompt from the model directory and never loads a dataset."""
+    rng = random.Random(seed)
+    sample = {
+        label: rng.sample(texts, min(per_intent, len(texts)))
+        for label, texts in sorted(texts_by_intent(data.train).items())
+    }
+    examples = FewShotExamples(sample, dict(data.descriptions), seed=seed, source=data.name)
+    path = out_dir / FEWSHOT_FILE
+    write_json(path, examples.to_json())
+    return path
 
 
 def write_routes(routes: dict[str, str], out_dir: Path) -> None:

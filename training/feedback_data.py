@@ -1,4 +1,5 @@
-"""Feedback from the router's store, resolved into labelled examples for retraining.
+"""Feedback rows (read from the router's store by `switchboard retrain`), resolved into labelled
+examples for retraining.
 
 Rules: the latest feedback per request wins; the same text labelled differently across requests is
 a conflict, reported and (by default) left out; requests logged without text (`store_text` off)
@@ -9,13 +10,21 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
-from sqlalchemy import select
 
-from router.store.db import create_db_engine
-from router.store.models import feedback, requests
+class FeedbackRecord(Protocol):
+    """One feedback row joined with its request (`router.store.queries.feedback_rows`)."""
+
+    request_id: str
+    correct_intent: str
+    predicted_intent: str
+    created_at: datetime
+    text: str | None
+    model_version: str
 
 
 @dataclass
@@ -52,31 +61,8 @@ class FeedbackSet:
         return train, holdout
 
 
-def read_feedback(database_url: str, *, since: datetime | None = None) -> FeedbackSet:
-    engine = create_db_engine(database_url)
-    query = (
-        select(
-            feedback.c.request_id,
-            feedback.c.correct_intent,
-            feedback.c.predicted_intent,
-            feedback.c.created_at,
-            requests.c.text,
-            requests.c.model_version,
-        )
-        .join(requests, feedback.c.request_id == requests.c.id)
-        .order_by(feedback.c.created_at)
-    )
-    if since is not None:
-        query = query.where(feedback.c.created_at >= since)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(query).all()
-    finally:
-        engine.dispose()
-    return resolve(list(rows))
-
-
-def resolve(rows: list) -> FeedbackSet:  # type: ignore[type-arg]
+def resolve(rows: Sequence[FeedbackRecord]) -> FeedbackSet:
+    """Rows oldest first -> examples: the latest label per request; conflicting texts left out."""
     latest: dict[str, FeedbackExample] = {}
     out = FeedbackSet(examples=[], rows_read=len(rows))
     for row in rows:  # oldest first: later feedback on the same request replaces earlier

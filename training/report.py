@@ -17,8 +17,9 @@ from matplotlib.colors import Normalize, PowerNorm
 from matplotlib.figure import Figure
 from rich.table import Table
 
+from training.formatting import pct
+
 __all__ = [
-    "format_pct",
     "headline_rows",
     "metrics_markdown",
     "metrics_table",
@@ -35,11 +36,6 @@ MIN_FIG_INCHES = 6.0
 MAX_FIG_INCHES = 16.0
 
 
-def format_pct(value: float | None) -> str:
-    """0.9432 -> '94.3%'; None -> 'n/a'."""
-    return "n/a" if value is None else f"{100.0 * value:.1f}%"
-
-
 def _format_ece(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
@@ -48,18 +44,18 @@ def headline_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     """Headline numbers as (name, formatted value) pairs, for table and markdown."""
     rows: list[tuple[str, str]] = [
         ("n", str(metrics["n"])),
-        ("accuracy", format_pct(metrics["accuracy"])),
-        ("macro-F1", format_pct(metrics["macro_f1"])),
-        ("weighted-F1", format_pct(metrics["weighted_f1"])),
+        ("accuracy", pct(metrics["accuracy"], 1)),
+        ("macro-F1", pct(metrics["macro_f1"], 1)),
+        ("weighted-F1", pct(metrics["weighted_f1"], 1)),
         ("ECE", _format_ece(metrics["ece"])),
     ]
     if "mean_confidence" in metrics:
-        rows.append(("mean confidence", format_pct(metrics["mean_confidence"])))
+        rows.append(("mean confidence", pct(metrics["mean_confidence"], 1)))
     if "in_scope_accuracy" in metrics:
-        rows.append(("in-scope accuracy", format_pct(metrics["in_scope_accuracy"])))
+        rows.append(("in-scope accuracy", pct(metrics["in_scope_accuracy"], 1)))
     if "oos" in metrics:
-        rows.append(("OOS precision", format_pct(metrics["oos"]["precision"])))
-        rows.append(("OOS recall", format_pct(metrics["oos"]["recall"])))
+        rows.append(("OOS precision", pct(metrics["oos"]["precision"], 1)))
+        rows.append(("OOS recall", pct(metrics["oos"]["recall"], 1)))
     return rows
 
 
@@ -103,9 +99,9 @@ def per_intent_table(metrics: dict[str, Any], *, worst: int | None = 10) -> Tabl
     for name, s in shown:
         table.add_row(
             name,
-            format_pct(s["precision"]),
-            format_pct(s["recall"]),
-            format_pct(s["f1"]),
+            pct(s["precision"], 1),
+            pct(s["recall"], 1),
+            pct(s["f1"], 1),
             str(s["support"]),
         )
     skipped = len(per_intent) - len(evaluated)

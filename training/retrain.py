@@ -1,8 +1,8 @@
 """`switchboard retrain`: logged feedback -> challenger -> evaluation gate -> (promotion).
 
 1. the champion and its recipe (config.yaml) from the registry;
-2. feedback from the store, resolved (latest label per request; conflicts reported and left out),
-   a slice held out for the gate;
+2. feedback, read from the store by the caller (the CLI) and resolved (latest label per
+   request; conflicts reported and left out); a slice held out for the gate;
 3. training data = the champion's train split + the rest of the feedback, oversampled;
    validation and test stay the champion's, so the numbers compare;
 4. the challenger is trained in a scratch directory (from the champion's weights by default);
@@ -25,20 +25,18 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from enum import IntEnum
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
+from serving.registry import Registry
 from training.config import load_config, parse_overrides
 from training.data import DatasetError, Split, load_dataset
 from training.evaluate import split_probabilities
-from training.feedback_data import FeedbackExample, read_feedback
+from training.feedback_data import FeedbackExample, FeedbackSet
+from training.formatting import pct
 from training.metrics import compute_metrics
 from training.modeling import load_classifier, model_labels
-from training.registry import Registry
 from training.train import train
 
 log = logging.getLogger(__name__)
@@ -55,8 +53,6 @@ class Outcome(IntEnum):
 @dataclass
 class RetrainOptions:
     registry: Path
-    database_url: str
-    since: datetime | None = None
     min_feedback: int = 20
     holdout_fraction: float = 0.2
     feedback_weight: int = 3  # each feedback example appears this many times in train
@@ -74,14 +70,16 @@ class RetrainOptions:
 
 
 @dataclass
-class Decision:
+class RetrainDecision:
     outcome: Outcome
     reason: str
     report: dict[str, Any]
     version: str | None = None
 
 
-def retrain(opts: RetrainOptions, *, progress: bool = True) -> Decision:
+def retrain(opts: RetrainOptions, feedback: FeedbackSet, *, progress: bool = True) -> RetrainDecision:
+    """Train a challenger on the champion's data plus `feedback` (resolved rows from the store),
+    gate it, register it and promote it if it passed."""
     started = time.perf_counter()
     registry = Registry(opts.registry)
 
@@ -94,7 +92,6 @@ def retrain(opts: RetrainOptions, *, progress: bool = True) -> Decision:
     labels = set(base.label_map.labels)
 
     # 2. Feedback, resolved; a slice held out for the gate.
-    feedback = read_feedback(opts.database_url, since=opts.since)
     usable = [ex for ex in feedback.examples if ex.label in labels]
     report: dict[str, Any] = {
         "champion": champion.version,
@@ -109,7 +106,7 @@ def retrain(opts: RetrainOptions, *, progress: bool = True) -> Decision:
     }
     if len(usable) < opts.min_feedback:
         reason = f"nothing to do: {len(usable)} usable feedback rows, at least {opts.min_feedback} needed"
-        return Decision(Outcome.NOTHING_TO_DO, reason, report)
+        return RetrainDecision(Outcome.NOTHING_TO_DO, reason, report)
     feedback.examples = usable
     fb_train, fb_holdout = feedback.split(opts.holdout_fraction, opts.seed)
     report["feedback"].update(train=len(fb_train), holdout=len(fb_holdout))
@@ -172,7 +169,7 @@ def retrain(opts: RetrainOptions, *, progress: bool = True) -> Decision:
         # 7. Decision report.
         _write_report(version.path, report)
         outcome = Outcome.PROMOTED if promoted else Outcome.NOT_PROMOTED
-        return Decision(outcome, reason, report, version.version)
+        return RetrainDecision(outcome, reason, report, version.version)
     finally:
         if opts.workdir is None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -227,7 +224,7 @@ def _write_report(directory: Path, report: dict[str, Any]) -> None:
     for model in ("champion", "challenger"):
         s = report["scores"][model]
         fb = s["feedback_holdout"]
-        rows.append(f"| {model} ({report[model]}) | {_pct(s['test']['accuracy'])} | {_pct(fb['accuracy'])} |")
+        rows.append(f"| {model} ({report[model]}) | {pct(s['test']['accuracy'])} | {pct(fb['accuracy'])} |")
     fb_counts = report["feedback"]
     md = [
         f"# Retrain decision: {'promoted' if report['promoted'] else 'not promoted'}",
@@ -245,7 +242,3 @@ def _write_report(directory: Path, report: dict[str, Any]) -> None:
         f"Retrain took {report['retrain_seconds']} s.",
     ]
     (directory / "decision.md").write_text("\n".join(md) + "\n")
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * float(np.round(value, 4)):.2f}%"

@@ -30,7 +30,7 @@ from training.config import TrainConfig, dump_config
 from training.data import IntentDataset, Split, load_dataset
 from training.data.types import OOS_LABEL
 from training.evaluate import split_metrics, split_probabilities, write_evaluation
-from training.export import merged_model, save_model_dir, write_json, write_routes
+from training.export import merged_model, save_model_dir, write_fewshot, write_json, write_routes
 from training.head_init import linear_probe_init
 from training.metrics import trainer_compute_metrics
 from training.model_card import write_model_card
@@ -82,6 +82,7 @@ def train(config: TrainConfig, *, resume: str | bool | None = None, progress: bo
     model = merged_model(built, trainer.model, config.model.method)  # type: ignore[arg-type]
     save_model_dir(built, model, out)
     write_routes(data.routes, out)
+    write_fewshot(data, out, seed=config.data.seed)  # the cascade's prompt examples
     dump_config(config, out / "config.yaml")
 
     # 5. Evaluate the exported weights (validation, test, out-of-scope threshold); model card.

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from router.deps import RuntimeDep
 from router.errors import ApiError, field_error, unavailable
 from router.schemas import ErrorResponse
-from training.registry import Registry, RegistryError
+from serving.registry import Registry, RegistryError
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Response
 
 from router.deps import IdempotencyKey, ModelDep, RuntimeDep
 from router.errors import field_error, timed_out, unavailable
-from router.schemas import ErrorResponse, FeedbackRequest, FeedbackResponse
-from router.store import LogClosed, feedback_item
+from router.schemas import ErrorResponse, FeedbackRequest
+from router.store import FeedbackRow, LogClosed, feedback_item
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
 
@@ -26,14 +26,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/feedback", status_code=201, response_model=FeedbackResponse, responses=ERRORS)
+@router.post("/feedback", status_code=201, response_model=FeedbackRow, responses=ERRORS)
 async def post_feedback(
     body: FeedbackRequest,
     response: Response,
     rt: RuntimeDep,
     model: ModelDep,
     idempotency_key: IdempotencyKey = None,
-) -> FeedbackResponse:
+) -> FeedbackRow:
     """Record the correct intent for a request. A repeat (same body, or same Idempotency-Key)
     stores nothing new and returns the first one, marked by `Idempotent-Replayed: true`."""
     if body.correct_intent not in model.labels:
@@ -68,13 +68,4 @@ async def post_feedback(
         rt.metrics.observe_feedback(row.agree)
     else:
         response.headers["Idempotent-Replayed"] = "true"
-    return FeedbackResponse(
-        feedback_id=row.id,
-        request_id=row.request_id,
-        correct_intent=row.correct_intent,
-        predicted_intent=row.predicted_intent,
-        agree=row.agree,
-        source=row.source,
-        comment=row.comment,
-        created_at=row.created_at,
-    )
+    return row

@@ -1,12 +1,11 @@
-"""Probes and metrics: `/livez`, `/readyz`, `/metrics` (none of them counted as traffic)."""
+"""Probes: `/livez` and `/readyz` (not counted as traffic)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from router.deps import RuntimeDep
-from router.metrics import CONTENT_TYPE_LATEST
 from router.schemas import Health
 
 router = APIRouter(tags=["operations"])
@@ -34,9 +33,3 @@ async def readyz(rt: RuntimeDep) -> JSONResponse:
 def _health(code: int, status: str, version: str | None = None, reason: str | None = None) -> JSONResponse:
     body = Health(status=status, model_version=version, reason=reason).model_dump(exclude_none=True)
     return JSONResponse(body, status_code=code)
-
-
-@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
-async def metrics(rt: RuntimeDep) -> Response:
-    """Prometheus text exposition of this router's registry."""
-    return Response(rt.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -75,7 +75,9 @@ class RequestRecord(NamedTuple):
 
 @dataclass(frozen=True)
 class FeedbackRow:
-    id: str
+    """A stored feedback row; also the body `POST /v1/feedback` answers with (one definition)."""
+
+    feedback_id: str
     request_id: str
     correct_intent: str
     predicted_intent: str
@@ -356,7 +358,7 @@ def _store_feedback(conn: Connection, item: FeedbackItem) -> FeedbackResult:
     if predicted is None:
         return FeedbackResult("not_found")
     row = FeedbackRow(
-        id=item.feedback_id,
+        feedback_id=item.feedback_id,
         request_id=item.request_id,
         correct_intent=item.correct_intent,
         predicted_intent=predicted,
@@ -365,7 +367,7 @@ def _store_feedback(conn: Connection, item: FeedbackItem) -> FeedbackResult:
         comment=item.comment,
         created_at=datetime.fromtimestamp(item.ts, UTC),
     )
-    values = {**vars(row), "idempotency_key": item.key, "payload_hash": item.payload_hash}
+    values = {**_columns(row), "idempotency_key": item.key, "payload_hash": item.payload_hash}
     inserted = conn.execute(_insert_ignore(conn, feedback_table).values(values)).rowcount
     if inserted == 0:  # another replica stored the same key since we looked
         return _feedback_by_key(conn, item) or FeedbackResult("conflict")
@@ -382,8 +384,15 @@ def _feedback_by_key(conn: Connection, item: FeedbackItem) -> FeedbackResult | N
     created = found["created_at"]
     if created.tzinfo is None:  # SQLite keeps no zone; everything is written in UTC
         created = created.replace(tzinfo=UTC)
-    fields = {k: found[k] for k in FeedbackRow.__dataclass_fields__ if k != "created_at"}
-    return FeedbackResult("replayed", FeedbackRow(**fields, created_at=created))
+    fields = {k: found[k] for k in FeedbackRow.__dataclass_fields__ if k not in ("feedback_id", "created_at")}
+    return FeedbackResult("replayed", FeedbackRow(feedback_id=found["id"], **fields, created_at=created))
+
+
+def _columns(row: FeedbackRow) -> dict[str, Any]:
+    """The feedback table's columns for `row` (its id column is `id`)."""
+    values = dict(vars(row))
+    values["id"] = values.pop("feedback_id")
+    return values
 
 
 def _brief(err: BaseException) -> str:

@@ -4,7 +4,7 @@ Any OpenAI-compatible server works (OpenAI, Azure OpenAI, vLLM, Ollama) through 
 `openai` client. What makes the numbers trustworthy and cheap to reproduce:
 
 - answers constrained to the label set (a JSON-schema `enum` when the server has structured
-  outputs, strict parsing otherwise, see `training.baselines.prompting`); an answer that names
+  outputs, strict parsing otherwise, see `serving.llm.prompts`); an answer that names
   no label is *invalid*: counted, and scored as wrong (see :func:`metrics_from_predictions`);
 - bounded concurrency (a semaphore over `AsyncOpenAI`), the client's exponential backoff on
   429/5xx and connection errors, one more try for an unparseable answer;
@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from training.baselines.asking import FewShotConfig, FewShotError, api_key, ask_all
-from training.baselines.cache import CachedResponse
-from training.baselines.pricing import PriceTable, TokenPrice
-from training.baselines.prompting import build_messages, select_examples, system_prompt
+from serving.llm.cache import CachedResponse
+from serving.llm.client import FewShotConfig, FewShotError, api_key, ask_all
+from serving.llm.pricing import PriceTable, TokenPrice
+from serving.llm.prompts import build_messages, system_prompt
+from training.baselines.examples import select_examples
 from training.data import IntentDataset
 from training.metrics import compute_metrics
 

@@ -22,8 +22,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from serving.files import read_yaml_mapping
 from training.data.types import OOS_LABEL, DatasetError, Record, SourceData, preview
 
 __all__ = [
@@ -377,13 +376,8 @@ def _read_categories(path: Path) -> tuple[list[str], dict[str, str]]:
 
 def read_routes_file(path: Path) -> dict[str, str]:
     """The ``routes:`` mapping (intent -> route) of a route-map YAML file."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise DatasetError(f"{path}{line}: invalid YAML") from None
-    routes = data.get("routes") if isinstance(data, dict) else None
+    data = read_yaml_mapping(path, DatasetError, what="route map", expected="a mapping with a 'routes:' key")
+    routes = data.get("routes")
     if not isinstance(routes, dict):
         raise DatasetError(f"{path}: expected a 'routes:' mapping of intent -> route")
     bad = [str(k) for k, v in routes.items() if not isinstance(v, str) or not v.strip()]

@@ -13,8 +13,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from training.bench.cascade import CascadeSweep
-from training.bench.systems import SystemResult
+from training.comparison.cascade import CascadeSweep
+from training.comparison.systems import SystemResult
 
 __all__ = ["plot_accuracy_vs_cost", "plot_per_intent_f1"]
 

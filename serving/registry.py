@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-VERSION_FILE = "switchboard-version.json"
+from serving.files import write_json_atomic
+from serving.model_dir import VERSION_FILE
+
 ALIASES = ("champion", "challenger")
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
 
@@ -48,14 +50,9 @@ class ModelVersion:
         return dict(self.meta.get("metrics", {}))
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def _check_alias(alias: str | None) -> None:
+    if alias is not None and alias not in ALIASES:
+        raise RegistryError(f"unknown alias {alias!r} (use one of {', '.join(ALIASES)})")
 
 
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -127,6 +124,7 @@ class Registry:
         src = Path(model_dir)
         if not (src / "config.json").is_file():
             raise RegistryError(f"not a model directory (no config.json): {src}")
+        _check_alias(alias)
         metrics = json.loads((src / "metrics.json").read_text()) if (src / "metrics.json").is_file() else {}
         with self._locked():
             for stale in self.versions_dir.glob(".tmp-*"):
@@ -144,15 +142,14 @@ class Registry:
                 "metrics": _summary(metrics),
                 "note": note,
             }
-            _write_json_atomic(tmp / VERSION_FILE, meta)
+            write_json_atomic(tmp / VERSION_FILE, meta)
             os.rename(tmp, self.versions_dir / version)
             if alias is not None:
                 self._set_alias(alias, version)
         return self.get(version)
 
     def _set_alias(self, alias: str, version: str) -> None:
-        if alias not in ALIASES:
-            raise RegistryError(f"unknown alias {alias!r} (use one of {', '.join(ALIASES)})")
+        _check_alias(alias)
         aliases = self.aliases()
         history: list[str] = list(aliases.get("history", []))
         if alias == "champion" and aliases.get("champion") not in (None, version):
@@ -161,19 +158,13 @@ class Registry:
         aliases["history"] = history
         if alias == "champion" and aliases.get("challenger") == version:
             aliases.pop("challenger")
-        _write_json_atomic(self.aliases_file, aliases)
+        write_json_atomic(self.aliases_file, aliases)
 
     def promote(self, ref: str) -> ModelVersion:
         """Make a version (or the challenger) the champion; the old champion goes to history."""
         target = self.get(ref)
         with self._locked():
             self._set_alias("champion", target.version)
-        return target
-
-    def set_alias(self, alias: str, ref: str) -> ModelVersion:
-        target = self.get(ref)
-        with self._locked():
-            self._set_alias(alias, target.version)
         return target
 
     def rollback(self) -> ModelVersion:
@@ -186,5 +177,5 @@ class Registry:
             previous = history.pop()
             aliases["champion"] = previous
             aliases["history"] = history
-            _write_json_atomic(self.aliases_file, aliases)
+            write_json_atomic(self.aliases_file, aliases)
         return self.get(previous)

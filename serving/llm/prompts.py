@@ -21,24 +21,19 @@ from __future__ import annotations
 
 import json
 import random
-from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
-
-import numpy as np
-
-from training.data import IntentDataset, Split
 
 __all__ = [
     "DEFAULT_SHOTS",
+    "OOS_DESCRIPTION",
     "Example",
     "Selection",
+    "answer_json",
     "build_messages",
-    "nearest_examples",
+    "fixed_examples",
     "parse_answer",
-    "per_class_examples",
     "response_format",
-    "select_examples",
     "system_prompt",
 ]
 
@@ -98,64 +93,17 @@ def build_messages(system: str, examples: Sequence[Example], query: str) -> list
     return messages
 
 
-def per_class_examples(train: Split, shots: int, *, seed: int = 0) -> list[Example]:
-    """`shots` training examples of every intent (all it has if fewer), seeded, then shuffled so
-    that no intent always sits next to the query."""
-    by_label: dict[str, list[str]] = defaultdict(list)
-    for text, label in zip(train.texts, train.labels, strict=True):
-        if text not in by_label[label]:
-            by_label[label].append(text)
+def fixed_examples(per_intent: Mapping[str, Sequence[str]], shots: int, *, seed: int = 0) -> list[Example]:
+    """`shots` texts of every intent (all it has if fewer), seeded, then shuffled so that no intent
+    always sits next to the query: the `per-class` selection, the same examples for every query."""
     rng = random.Random(seed)
     chosen = [
         (text, label)
-        for label in sorted(by_label)
-        for text in rng.sample(by_label[label], min(shots, len(by_label[label])))
+        for label in sorted(per_intent)
+        for text in rng.sample(list(per_intent[label]), min(shots, len(per_intent[label])))
     ]
     rng.shuffle(chosen)
     return chosen
-
-
-def nearest_examples(
-    train: Split, queries: Sequence[str], shots: int, *, progress: bool = False
-) -> list[list[Example]]:
-    """For each query, the `shots` most similar training examples (cosine of MiniLM sentence
-    embeddings), least similar first so the closest sits right before the query."""
-    from training.baselines.classical import embed, load_encoder
-
-    encoder = load_encoder()
-    train_vecs = embed(train.texts, progress=progress, encoder=encoder)
-    query_vecs = embed(list(queries), progress=progress, encoder=encoder)
-    k = min(shots, len(train))
-    out: list[list[Example]] = []
-    for start in range(0, len(queries), 1024):  # bounded (1024 x N_train) similarity blocks
-        sims = query_vecs[start : start + 1024] @ train_vecs.T
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        for row, idx in zip(sims, top, strict=True):
-            ordered = idx[np.argsort(row[idx])]  # ascending similarity
-            out.append([(train.texts[i], train.labels[i]) for i in ordered])
-    return out
-
-
-def select_examples(
-    data: IntentDataset,
-    queries: Sequence[str],
-    selection: Selection,
-    shots: int,
-    *,
-    seed: int = 0,
-    progress: bool = False,
-) -> list[list[Example]]:
-    """The examples of each query's prompt, drawn from the train split only."""
-    if shots < 0:
-        raise ValueError(f"shots must be >= 0, got {shots}")
-    if shots == 0:
-        return [[] for _ in queries]
-    if selection == "per-class":
-        fixed = per_class_examples(data.train, shots, seed=seed)
-        return [fixed for _ in queries]
-    if selection == "nearest":
-        return nearest_examples(data.train, queries, shots, progress=progress)
-    raise ValueError(f"unknown selection {selection!r} (per-class | nearest)")
 
 
 def _unquote(text: str) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from serving.files import read_yaml_mapping
 
 __all__ = [
     "DEFAULT_PRICES",
@@ -86,14 +86,11 @@ def _number(value: Any, where: str) -> float:
 def load_prices(path: str | Path | None = None) -> PriceTable:
     """Read a price file (default `data/prices.yaml`); :class:`PriceError` on a bad one."""
     file = Path(path) if path is not None else DEFAULT_PRICES
-    try:
-        raw = yaml.safe_load(file.read_text())
-    except OSError as err:
-        raise PriceError(f"cannot read price file {file}: {err.strerror or err}") from err
-    except yaml.YAMLError as err:
-        raise PriceError(f"price file {file} is not valid YAML: {err}") from err
-    if not isinstance(raw, dict):
-        raise PriceError(f"price file {file}: expected a mapping with `llm` and/or `hardware`")
+    if not file.is_file():
+        raise PriceError(f"cannot read price file {file}: not found")
+    raw = read_yaml_mapping(
+        file, PriceError, what="price file", expected="a mapping with `llm` and/or `hardware`"
+    )
 
     llm_section = raw.get("llm") or {}
     llm: dict[str, TokenPrice] = {}

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.bench.cascade import CascadeSweep
-from training.bench.systems import Hardware, SystemResult
+from training.comparison.cascade import CascadeSweep
+from training.comparison.systems import Hardware, SystemResult
+from training.formatting import pct
 
 __all__ = ["BenchReport", "cascade_table", "fmt_cost", "report_markdown", "systems_table", "write_report"]
 
@@ -41,10 +42,6 @@ class BenchReport:
             ],
             "pictures": self.pictures,
         }
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
 def _latency(seconds: float | None) -> str:
@@ -80,10 +77,10 @@ def systems_table(systems: list[SystemResult], *, has_oos: bool) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" + " ---: |" * (len(head) - 1)]
     for s in systems:
         m = s.metrics
-        cells = [s.name, _pct(m["accuracy"]), _pct(m["macro_f1"])]
+        cells = [s.name, pct(m["accuracy"]), pct(m["macro_f1"])]
         if has_oos:
             oos = m.get("oos") or {}
-            cells += [_pct(m.get("in_scope_accuracy")), _pct(oos.get("recall"))]
+            cells += [pct(m.get("in_scope_accuracy")), pct(oos.get("recall"))]
         cells += [
             str(m["invalid"]) if "invalid" in m else "-",
             _latency(s.latency_p50_s),
@@ -103,8 +100,8 @@ def cascade_table(sweep: CascadeSweep, *, has_oos: bool) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + " ---: |" * len(head)]
     for p in sweep.points:
         mark = "**" if p is sweep.best else ""
-        cells = [f"{p['threshold']:g}", _pct(p["escalated"]), _pct(p["accuracy"]), _pct(p["macro_f1"])]
-        cells += [_pct(p.get("oos_recall"))] if has_oos else []
+        cells = [f"{p['threshold']:g}", pct(p["escalated"]), pct(p["accuracy"]), pct(p["macro_f1"])]
+        cells += [pct(p.get("oos_recall"))] if has_oos else []
         cells += [fmt_cost(p["cost_per_million"])]
         lines.append("| " + " | ".join(f"{mark}{c}{mark}" for c in cells) + " |")
     return "\n".join(lines) + "\n"
@@ -113,13 +110,13 @@ def cascade_table(sweep: CascadeSweep, *, has_oos: bool) -> str:
 def _operating_point(sweep: CascadeSweep) -> str:
     best, cheap = sweep.best, sweep.cheapest_near_best
     text = (
-        f"Best operating point: threshold {best['threshold']:g} ({_pct(best['escalated'])} escalated): "
-        f"accuracy {_pct(best['accuracy'])} at {fmt_cost(best['cost_per_million'])} per 1M queries."
+        f"Best operating point: threshold {best['threshold']:g} ({pct(best['escalated'])} escalated): "
+        f"accuracy {pct(best['accuracy'])} at {fmt_cost(best['cost_per_million'])} per 1M queries."
     )
     if cheap is not best:
         text += (
             f" Cheapest within 0.5 points of it: threshold {cheap['threshold']:g} "
-            f"({_pct(cheap['escalated'])} escalated), {_pct(cheap['accuracy'])} at "
+            f"({pct(cheap['escalated'])} escalated), {pct(cheap['accuracy'])} at "
             f"{fmt_cost(cheap['cost_per_million'])}."
         )
     if sweep.fallback_model:  # the same rule runs in the router (docs/ROUTER.md, cascade mode)

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from serving.llm.pricing import PriceTable, load_prices
 from training.baselines.fewshot import FewShotConfig, run_fewshot
-from training.baselines.pricing import PriceTable, load_prices
-from training.bench.cascade import CascadeSweep, sweep
-from training.bench.plots import plot_accuracy_vs_cost, plot_per_intent_f1
-from training.bench.report import BenchReport, write_report
-from training.bench.systems import (
+from training.comparison.cascade import CascadeSweep, sweep
+from training.comparison.plots import plot_accuracy_vs_cost, plot_per_intent_f1
+from training.comparison.report import BenchReport, write_report
+from training.comparison.systems import (
     Engine,
     Hardware,
     SystemResult,

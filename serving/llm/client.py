@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
-from training.baselines.cache import CachedResponse, ResponseCache, default_cache_dir, request_key
-from training.baselines.prompting import DEFAULT_SHOTS, Selection, parse_answer, response_format
+from serving.llm.cache import CachedResponse, ResponseCache, default_cache_dir, request_key
+from serving.llm.prompts import DEFAULT_SHOTS, Selection, parse_answer, response_format
 
 __all__ = ["Answer", "Asker", "FewShotConfig", "FewShotError", "api_key", "ask_all", "refuses_schema"]
 

@@ -23,8 +23,8 @@ from typing import Any, Literal
 import numpy as np
 from tqdm.auto import tqdm
 
+from serving.llm.pricing import hourly_cost_per_million
 from training.baselines.fewshot import FewShotResult
-from training.baselines.pricing import hourly_cost_per_million
 from training.data import DatasetError, IntentDataset
 from training.metrics import compute_metrics
 

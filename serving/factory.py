@@ -1,0 +1,44 @@
+"""Open the engine a deployment asks for: in-process vLLM (`local`) or a remote vLLM server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from serving.engine import Engine
+from serving.model_dir import read_model_info
+
+
+async def open_engine(
+    model_dir: str | Path,
+    *,
+    kind: Literal["local", "remote"] = "local",
+    url: str | None = None,
+    dtype: str = "auto",
+    eager: bool = False,
+    timeout_s: float = 30.0,
+    engine_overrides: dict[str, Any] | None = None,
+) -> Engine:
+    """Open the engine for `model_dir`.
+
+    local: loads the model into an in-process vLLM `AsyncLLM` (tens of seconds on CPU; run in a
+    worker thread so the caller's event loop keeps serving). remote: `url` of a
+    `vllm serve MODEL --runner pooling` server; the model dir is still read here for labels,
+    max length and routes (only its config files are needed), and nothing is contacted until
+    `ready()`/`classify()`. `timeout_s` bounds each `classify` call in both.
+    `engine_overrides` are extra vLLM engine arguments for the local engine (e.g. `max_num_seqs`).
+    """
+    info = read_model_info(model_dir)
+    if kind == "local":
+        from serving.local import LocalEngine
+
+        return await LocalEngine.open(
+            info, dtype=dtype, eager=eager, timeout_s=timeout_s, overrides=engine_overrides
+        )
+    if kind == "remote":
+        if not url:
+            raise ValueError("the remote engine needs the vLLM server url")
+        from serving.remote import RemoteEngine
+
+        return RemoteEngine(info, url, timeout_s=timeout_s)
+    raise ValueError(f"unknown engine kind {kind!r}; expected 'local' or 'remote'")
