@@ -50,14 +50,6 @@ def unavailable(detail: str, retry_after_s: int) -> ApiError:
     return ApiError(503, detail, headers={"Retry-After": str(retry_after_s)})
 
 
-def too_many_requests(limit: int, retry_after_s: int) -> ApiError:
-    return ApiError(
-        429,
-        f"too many requests in flight (limit {limit}); retry later",
-        headers={"Retry-After": str(retry_after_s)},
-    )
-
-
 def timed_out(seconds: float) -> ApiError:
     return ApiError(504, f"request timed out after {seconds:g} s")
 

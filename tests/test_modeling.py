@@ -17,7 +17,7 @@ LABELS = LabelMap.from_labels(["billing", "cancel", "outage"])
 
 def test_qlora_builds_nf4_base_lora_and_fp32_head(tiny_llama: Path) -> None:
     cfg = ModelConfig(base_model=str(tiny_llama), method="qlora")
-    built = build_classifier(cfg, LoraSettings(r=4, alpha=8), QuantizationSettings(), LABELS)
+    built = build_classifier(cfg, QuantizationSettings(), LABELS)
     assert built.pooling == "last"
     assert built.tokenizer.pad_token is not None
     assert built.model.config.pad_token_id == built.tokenizer.pad_token_id
@@ -39,7 +39,7 @@ def test_qlora_builds_nf4_base_lora_and_fp32_head(tiny_llama: Path) -> None:
 
 def test_lora_on_minilm_targets_encoder_linears_not_the_head() -> None:
     cfg = ModelConfig(method="lora")
-    built = build_classifier(cfg, LoraSettings(), QuantizationSettings(), LABELS)
+    built = build_classifier(cfg, QuantizationSettings(), LABELS)
     assert built.pooling == "mean"
     apply_lora(built, cfg, LoraSettings())
     trainable = [n for n, p in built.model.named_parameters() if p.requires_grad]
@@ -51,13 +51,10 @@ def test_lora_on_minilm_targets_encoder_linears_not_the_head() -> None:
 def test_pooling_rules(tiny_llama: Path) -> None:
     with pytest.raises(ModelLoadError, match="decoders"):
         build_classifier(
-            ModelConfig(base_model=str(tiny_llama), pooling="mean"),
-            LoraSettings(),
-            QuantizationSettings(),
-            LABELS,
+            ModelConfig(base_model=str(tiny_llama), pooling="mean"), QuantizationSettings(), LABELS
         )
     with pytest.raises(ModelLoadError, match="encoders"):
-        build_classifier(ModelConfig(pooling="last"), LoraSettings(), QuantizationSettings(), LABELS)
+        build_classifier(ModelConfig(pooling="last"), QuantizationSettings(), LABELS)
 
 
 def test_load_classifier_rejects_non_models(tmp_path: Path, tiny_llama: Path) -> None:

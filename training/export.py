@@ -51,7 +51,7 @@ def merged_model(built: BuiltModel, trained: nn.Module, method: str) -> PreTrain
     config: Any = trained.config
     with tempfile.TemporaryDirectory() as tmp:
         trained.save_pretrained(tmp)  # type: ignore[operator]
-        base = classifier_class(config, built.pooling).from_pretrained(
+        base = classifier_class(built.pooling).from_pretrained(
             built.base_path,
             num_labels=config.num_labels,
             id2label=config.id2label,

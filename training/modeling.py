@@ -102,7 +102,8 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def classifier_class(config: PretrainedConfig, pooling: str) -> Any:
+def classifier_class(pooling: str) -> Any:
+    """The transformers class of a classifier with this pooling (mean: our MiniLM subclass)."""
     return MeanPoolBertForSequenceClassification if pooling == "mean" else AutoModelForSequenceClassification
 
 
@@ -123,7 +124,7 @@ def load_classifier(
     if not any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
         raise ModelLoadError(f"{path} is not a classifier with a label map (see `switchboard train`)")
     pooling = resolve_pooling("auto", config)
-    model = classifier_class(config, pooling).from_pretrained(path, dtype=dtype)
+    model = classifier_class(pooling).from_pretrained(path, dtype=dtype)
     model.eval()
     return model, load_tokenizer(str(path))
 
@@ -159,9 +160,9 @@ def lora_targets(model: nn.Module, setting: str | list[str], heads: list[str]) -
     return sorted(names)
 
 
-def build_classifier(
-    cfg: ModelConfig, lora: LoraSettingsConfig, quant: QuantizationSettings, labels: LabelMap
-) -> BuiltModel:
+def build_classifier(cfg: ModelConfig, quant: QuantizationSettings, labels: LabelMap) -> BuiltModel:
+    """The base model with a classification head for `labels` (4-bit for qlora); LoRA comes after,
+    in `apply_lora`."""
     base_path = resolve_base_model(cfg.base_model)
     try:
         base_config = AutoConfig.from_pretrained(base_path)
@@ -193,7 +194,7 @@ def build_classifier(
         # full fine-tuning keeps fp32 master weights (mixed precision comes from the Trainer)
         kwargs["dtype"] = dtype if cfg.method == "lora" else torch.float32
 
-    model = classifier_class(base_config, pooling).from_pretrained(base_path, **kwargs)
+    model = classifier_class(pooling).from_pretrained(base_path, **kwargs)
     model.config.pad_token_id = tokenizer.pad_token_id
     setattr(model.config, POOLING_CONFIG_KEY, pooling)
     if pooling == "mean" and fresh_head:

@@ -61,7 +61,7 @@ def train(config: TrainConfig, *, resume: str | bool | None = None, progress: bo
         log.warning("%s", warning)
 
     # 2. Model: base (4-bit for qlora) + classification head; LP-FT head warm start; LoRA.
-    built = build_classifier(config.model, config.lora, config.quantization, data.label_map)
+    built = build_classifier(config.model, config.quantization, data.label_map)
     if config.optim.head_init == "linear_probe" and resume is None:
         linear_probe_init(
             built.model,
