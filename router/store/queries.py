@@ -15,11 +15,10 @@ from sqlalchemy import Row, select
 from router.store.db import create_db_engine
 from router.store.models import feedback, requests
 
-# request_id, correct_intent, predicted_intent, created_at, text, model_version
-FeedbackColumns = tuple[str, str, str, datetime, str | None, str]
 
-
-def feedback_rows(database_url: str, *, since: datetime | None = None) -> Sequence[Row[FeedbackColumns]]:
+def feedback_rows(
+    database_url: str, *, since: datetime | None = None
+) -> Sequence[Row[str, str, str, datetime, str | None, str]]:
     """Every feedback row (from `since` on), oldest first, joined with its request: `request_id`,
     `correct_intent`, `predicted_intent`, `created_at`, `text` (None when texts are not stored)
     and `model_version`."""
