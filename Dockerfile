@@ -33,10 +33,16 @@ COPY serving ./serving
 COPY router ./router
 # token prices for the cascade mode's cost metrics (prices_file)
 COPY data/prices.yaml ./data/prices.yaml
-# The base image installs into the system Python with uv (as vLLM's docs do); `[gpu]` pins
-# vllm to the release already in the image, so only the router's own dependencies are added.
-RUN uv pip install --system --no-cache ".[gpu]" \
-    && python3 -c "import router.app, serving.engine, vllm; print('vllm', vllm.__version__)"
+# The base image installs into the system Python with uv (as vLLM's docs do). A router-only
+# install: `serve` is the API/server/store, `gpu` pins vllm to the release already in the image, so
+# only the router's own dependencies are added; no `train` (peft, datasets, scikit-learn,
+# matplotlib, bitsandbytes). The smoke test imports the app and the CLI the entrypoint runs and
+# checks neither loads those (tests/test_layers.py checks the same), then imports the engine.
+RUN uv pip install --system --no-cache ".[serve,gpu]" \
+    && python3 -c "import sys, router.app, router.cli, serving.engine; \
+bad = sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'matplotlib', 'datasets', 'peft', 'bitsandbytes'}); \
+assert not bad, f'the router loads training-only libraries: {bad}'" \
+    && python3 -c "import vllm; print('vllm', vllm.__version__)"
 
 # Run as an unprivileged user; it owns nothing but the data volume.
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin switchboard \

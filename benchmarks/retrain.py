@@ -26,9 +26,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
 
 from benchmarks.markdown import machine_info, replace_section  # noqa: E402
+from router.devserver import DevServer  # noqa: E402
+
+# the environment the benchmark has always served under: every answer routed to its intent
+SERVER_ENV = {
+    "SWITCHBOARD_CONFIDENCE_THRESHOLD": "0",
+    "SWITCHBOARD_MARGIN": "0",
+    "SWITCHBOARD_EAGER": "false",
+    "SWITCHBOARD_LOG_LEVEL": "warning",
+}
 
 
 def halves(texts: list[str], labels: list[str], seed: int) -> tuple[list[int], list[int]]:
@@ -74,9 +82,6 @@ def main() -> None:
     parser.add_argument("--note", default="", help="a line on the conditions (e.g. a concurrent load)")
     args = parser.parse_args()
     os.environ.setdefault("SWITCHBOARD_DATA_DIR", str(REPO.parent / "shared" / "datasets"))
-    import httpx
-    from support import Server
-
     from serving.registry import Registry
     from training.data import load_dataset
 
@@ -89,16 +94,17 @@ def main() -> None:
         registry = Registry(root / "registry")
         champion = registry.register(args.model_dir, alias="champion")
         url = f"sqlite:///{root / 'store.db'}"
-        server = Server(
+        server = DevServer(
             None,
-            url,
-            root / "server",
-            extra_env={"SWITCHBOARD_REGISTRY_DIR": str(registry.root), "SWITCHBOARD_EAGER": "false"},
+            database_url=url,
+            env={**SERVER_ENV, "SWITCHBOARD_REGISTRY_DIR": str(registry.root)},
+            log_path=root / "server.log",
+            cwd=REPO,
         )
         server.ensure_running()
         errors = corrected = 0
         try:
-            with httpx.Client(base_url=server.base_url, timeout=60) as client:
+            with server.client() as client:
                 for i in traffic:
                     answer = client.post("/v1/route", json={"text": test.texts[i]}).json()
                     if answer["intent"] != test.labels[i]:

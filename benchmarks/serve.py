@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,29 +32,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.markdown import machine_info, replace_section  # noqa: E402
+from router.devserver import DevServer, free_port, wait_http  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "serve.json"
 CONCURRENCY = (1, 8, 32, 64)
 DURATION_S = 15
 BATCH = 32
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_http(url: str, timeout_s: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise SystemExit(f"{url} did not become ready in {timeout_s:.0f} s")
 
 
 def _lua_script(bodies: list[str], path: Path) -> Path:
@@ -155,15 +137,9 @@ def offline_throughput(model_dir: Path, texts: list[str]) -> float:
 
 
 def bench_router(model_dir: Path, texts: list[str], workdir: Path) -> dict[str, Any]:
-    port = _free_port()
-    env = {**os.environ, "SWITCHBOARD_DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "router.cli", "serve", "--model", str(model_dir), "--port", str(port)],
-        cwd=REPO,
-        env=env,
-    )
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/readyz")
+    server = DevServer(model_dir, database_url=f"sqlite:///{workdir / 'bench.db'}", cwd=REPO)
+    with server:
+        port = server.port
         single = _lua_script([json.dumps({"text": t}) for t in texts], workdir / "route.lua")
         batch_bodies = [
             json.dumps({"texts": texts[i : i + BATCH]}) for i in range(0, len(texts) - BATCH, BATCH)
@@ -188,18 +164,15 @@ def bench_router(model_dir: Path, texts: list[str], workdir: Path) -> dict[str, 
         batch["texts_per_s"] = batch["req_per_s"] * BATCH
         print(batch, flush=True)
         return {"route": runs, "batch": batch}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
 
 
 def bench_naive(model_dir: Path, texts: list[str], workdir: Path) -> list[dict[str, Any]]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, str(REPO / "benchmarks" / "naive_server.py"), str(model_dir), str(port)]
     )
     try:
-        _wait_http(f"http://127.0.0.1:{port}/livez")
+        wait_http(f"http://127.0.0.1:{port}/livez", proc=proc)
         script = _lua_script([json.dumps({"text": t}) for t in texts], workdir / "naive.lua")
         wrk(f"http://127.0.0.1:{port}/v1/route", script, 8, 5)
         return [wrk(f"http://127.0.0.1:{port}/v1/route", script, c) for c in (1, 32)]

@@ -1,7 +1,8 @@
 """`make demo`: the whole product in a few minutes on a CPU.
 
 1. Train the sample model (MiniLM on data/sample) into runs/demo, unless it is already there.
-2. Start the router (`switchboard serve`, a real uvicorn process) and wait until it is ready.
+2. Start the router (`switchboard serve`, a real uvicorn process, via `router.devserver`) and wait
+   until it is ready.
 3. Route a few queries (one at a time and as a batch), print the answers.
 4. Post feedback for one answer (twice: the repeat is recognised), print it.
 5. Print a few lines of /metrics.
@@ -10,18 +11,16 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 from rich.console import Console
 from rich.table import Table
+
+from router.devserver import DevServer, DevServerError
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_DIR = REPO / "runs" / "demo"
@@ -64,60 +63,38 @@ def main() -> int:
     db_path = WORK_DIR / "requests.db"
     for old in WORK_DIR.glob("requests.db*"):  # a fresh log per demo run
         old.unlink()
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "SWITCHBOARD_DATABASE_URL": f"sqlite:///{db_path}",
-        "SWITCHBOARD_ROUTES_FILE": str(REPO / "data" / "sample" / "routes.yaml"),
-        "SWITCHBOARD_LOG_LEVEL": "warning",
-        # the sample model answers in-scope queries with 0.9+; below 0.7 it is guessing
-        "SWITCHBOARD_CONFIDENCE_THRESHOLD": "0.7",
-    }
-    server_log = WORK_DIR / "server.log"
-    console.print(f"[bold]2.[/] starting the router on {base} (log: {server_log})")
-    with server_log.open("w") as log_file:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "router.cli", "serve", "--model", str(MODEL_DIR), "--port", str(port)],
-            cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            with httpx.Client(base_url=base, timeout=30) as client:
-                _wait_ready(client, server, server_log)
-                request_ids = _route(client)
-                _feedback(client, request_ids)
-                _metrics(client)
-        finally:
-            console.print("[bold]6.[/] stopping the router (SIGTERM)")
-            server.send_signal(signal.SIGTERM)
-            code = server.wait(timeout=60)
+    server = DevServer(
+        MODEL_DIR,
+        database_url=f"sqlite:///{db_path}",
+        env={
+            "SWITCHBOARD_ROUTES_FILE": str(REPO / "data" / "sample" / "routes.yaml"),
+            "SWITCHBOARD_LOG_LEVEL": "warning",
+            # the sample model answers in-scope queries with 0.9+; below 0.7 it is guessing
+            "SWITCHBOARD_CONFIDENCE_THRESHOLD": "0.7",
+        },
+        log_path=WORK_DIR / "server.log",
+        cwd=REPO,
+        ready_timeout_s=600,
+    )
+    console.print(f"[bold]2.[/] starting the router on a free port (log: {server.log_path})")
+    try:
+        with console.status("loading the model into vLLM..."):
+            server.start()
+    except DevServerError as err:
+        raise SystemExit(str(err)) from None
+    console.print(f"   ready at {server.base_url} after {server.ready_s:.0f} s")
+    try:
+        with server.client(timeout=30) as client:
+            request_ids = _route(client)
+            _feedback(client, request_ids)
+            _metrics(client)
+    finally:
+        console.print("[bold]6.[/] stopping the router (SIGTERM)")
+        code = server.stop()
     console.print(f"router exited with code {code}")
     logged = _count_rows(db_path)
     console.print(f"request log {db_path}: {logged} routed requests stored")
     return 0 if code == 0 else 1
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_ready(client: httpx.Client, server: subprocess.Popen[bytes], log: Path) -> None:
-    started = time.monotonic()
-    with console.status("loading the model into vLLM..."):
-        while time.monotonic() - started < 600:
-            if server.poll() is not None:
-                console.print(log.read_text()[-3000:])
-                raise SystemExit(f"the router exited with code {server.returncode}")
-            try:
-                if client.get("/readyz").status_code == 200:
-                    console.print(f"   ready after {time.monotonic() - started:.0f} s")
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-    raise SystemExit("the router did not become ready in 10 minutes")
 
 
 def _route(client: httpx.Client) -> list[str]:

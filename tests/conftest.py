@@ -1,4 +1,5 @@
-"""Shared fixtures: the sample dataset, a tiny random Llama with a locally trained tokenizer."""
+"""Shared fixtures and hooks: the sample dataset, a tiny random Llama with a locally trained
+tokenizer, trained MiniLM routers, a `vllm serve` chat model. Helpers live in the `support` package."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "data" / "sample"
-SHARED_DATASETS = REPO.parent / "shared" / "datasets"
-
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from support import API_KEY, CHAT_TEMPLATE, SAMPLE, SERVED, SHARED_DATASETS, sample_texts, vllm_server
+
+from training.tiny_models import build_tiny_llama
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -28,62 +29,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_gpu)
 
 
-def _sample_texts() -> list[str]:
-    import csv
-
-    texts = []
-    for name in ("train.csv", "test.csv"):
-        with open(SAMPLE / name, newline="") as fh:
-            texts += [row["text"] for row in csv.DictReader(fh)]
-    return texts
-
-
-def build_tiny_llama(path: Path, *, hidden_size: int = 64, layers: int = 2, vocab_size: int = 600) -> Path:
-    """A random LlamaForCausalLM (the shape of a hub base model) + a byte-level BPE tokenizer
-    trained here on the sample texts, with Llama 3's special-token names."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    bos, eos = "<|begin_of_text|>", "<|end_of_text|>"
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[bos, eos],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_sample_texts(), trainer)
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A", special_tokens=[(bos, tok.token_to_id(bos))]
-    )
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos)
-    fast.save_pretrained(path)
-
-    import torch
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(fast),
-        hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=2,  # head_dim 32: a size vLLM's CPU attention supports
-        num_key_value_heads=1,
-        max_position_embeddings=256,
-        bos_token_id=fast.bos_token_id,
-        eos_token_id=fast.eos_token_id,
-        tie_word_embeddings=True,
-        architectures=["LlamaForCausalLM"],
-    )
-    LlamaForCausalLM(config).save_pretrained(path)
-    return path
-
-
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), sample_texts())
 
 
 @pytest.fixture(scope="session")
@@ -97,53 +45,6 @@ def shared_datasets(monkeypatch: pytest.MonkeyPatch) -> Path:
         pytest.skip(f"{SHARED_DATASETS} not present")
     monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(SHARED_DATASETS))
     return SHARED_DATASETS
-
-
-WEAK = "upgrade_device"  # the intent the weak champion barely saw
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    import csv
-
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def build_weak_champion(root: Path) -> tuple[object, list[str]]:
-    """A MiniLM champion trained on the sample data with only 2 `upgrade_device` examples,
-    registered as champion; returns (registry, the 22 upgrade_device texts it never saw)."""
-    import csv
-
-    from serving.registry import Registry
-    from training.config import build_config
-    from training.train import train
-
-    rows = read_rows(SAMPLE / "train.csv")
-    weak = [r for r in rows if r["label"] == WEAK]
-    others = [r for r in rows if r["label"] != WEAK]
-    data = root / "data"
-    data.mkdir()
-
-    def write(name: str, items: list[dict[str, str]]) -> None:
-        with (data / name).open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["text", "label"])
-            writer.writerows((r["text"], r["label"]) for r in items)
-
-    write("train.csv", [r for i, r in enumerate(others) if i % 8] + weak[:2])
-    write("validation.csv", [r for i, r in enumerate(others) if i % 8 == 0] + weak[:1])
-    write("test.csv", read_rows(SAMPLE / "test.csv"))
-    cfg = build_config(
-        {
-            "data": {"dataset": str(data)},
-            "optim": {"max_steps": 24, "batch_size": 16, "learning_rate": 1e-4, "head_learning_rate": 1e-3},
-            "output_dir": str(root / "champion"),
-        }
-    )
-    train(cfg, progress=False)
-    registry = Registry(root / "registry")
-    registry.register(root / "champion", alias="champion")
-    return registry, [r["text"] for r in weak[2:]]
 
 
 @pytest.fixture(scope="session")
@@ -185,13 +86,6 @@ def router_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # ------------------------------------------------ an OpenAI-compatible chat server (`vllm serve`)
 
-SERVED = "tiny-chat"
-API_KEY = "secret"
-CHAT_TEMPLATE = (
-    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-    "{% if add_generation_prompt %}assistant: {% endif %}"
-)
-
 
 @pytest.fixture(scope="session")
 def chat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
@@ -200,9 +94,7 @@ def chat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     random model would otherwise happily fill max_tokens with spaces inside the JSON."""
     import json
 
-    from support import vllm_server
-
-    model_dir = build_tiny_llama(tmp_path_factory.mktemp("tiny-chat"))
+    model_dir = build_tiny_llama(tmp_path_factory.mktemp("tiny-chat"), sample_texts())
     config = json.loads((model_dir / "config.json").read_text())
     config["max_position_embeddings"] = 2048  # RoPE: any length works; the prompts need ~1k
     (model_dir / "config.json").write_text(json.dumps(config))
@@ -215,15 +107,3 @@ def chat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ]  # fmt: skip
     with vllm_server(model_dir, args, model_dir / "server.log") as url:
         yield f"{url}/v1"
-
-
-def served_requests(base_url: str) -> float:
-    """Requests a `vllm serve` finished, from its Prometheus /metrics (all finish reasons)."""
-    import httpx
-
-    text = httpx.get(base_url.removesuffix("/v1") + "/metrics", timeout=5).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("vllm:request_success_total")
-    )

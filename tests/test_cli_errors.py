@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from router.cli import app
+from router.cli._common import _USER_ERRORS
 
 runner = CliRunner()
 
@@ -57,6 +58,58 @@ def test_evaluate_dir_that_is_not_a_model(tmp_path: Path) -> None:
 
 def test_resume_missing_checkpoint(tmp_path: Path) -> None:
     _fails(["train", "--resume", str(tmp_path / "ckpt")], "checkpoint directory not found")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["evaluate", "m", "--dataset", "data/sample", "--split", "dev"], "Invalid value for '--split'"),
+        (["check-vllm", "m", "-d", "data/sample", "--dtype", "int4"], "'int4' is not one of"),
+        (["serve", "--engine", "cloud"], "'cloud' is not one of 'local', 'remote'"),
+        (["retrain", "--start-from", "scratch"], "Invalid value for '--start-from'"),
+        (["models", "register", "m", "--alias", "staging"], "'staging' is not one of"),
+        (["baseline", "classical", "-d", "data/sample", "--kind", "bert"], "Invalid value for '--kind'"),
+        (["baseline", "fewshot", "-d", "d", "--model", "m", "--selection", "random"], "'--selection'"),
+        (["baseline", "fewshot", "-d", "d", "--model", "m", "--structured", "yes"], "'--structured'"),
+        (["bench", "-d", "d", "-o", "o", "--engine", "onnx"], "'onnx' is not one of 'vllm', 'transformers'"),
+        (["bench", "-d", "d", "-o", "o", "--classical", "svm"], "Invalid value for '--classical'"),
+        (["serve", "--no-such-flag"], "No such option: --no-such-flag"),
+        (["no-such-command"], "No such command 'no-such-command'"),
+    ],
+)
+def test_usage_errors_are_one_line_on_stderr(args: list[str], needle: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    assert result.stderr.startswith("error: ") and needle in result.stderr, result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "--help" in result.stderr  # where to look next
+
+
+def test_choices_are_case_insensitive(tmp_path: Path) -> None:
+    # past option parsing: the command itself rejects the missing model directory
+    _fails(["evaluate", str(tmp_path / "missing"), "-d", "data/sample", "--split", "TEST"], "not found")
+    _fails(["serve", "--engine", "Remote"], "needs engine_url")
+
+
+@pytest.mark.parametrize(("module", "name"), _USER_ERRORS)
+def test_user_error_table_names_real_exceptions(module: str, name: str) -> None:
+    """`user_errors` finds these classes by name: a renamed or moved one would turn its one-line
+    message into a traceback, so the table is checked against the code."""
+    import importlib
+
+    cls = getattr(importlib.import_module(module), name)
+    assert isinstance(cls, type) and issubclass(cls, Exception)
+
+
+def test_import_and_help_stay_light() -> None:
+    code = (
+        "import sys; from typer.testing import CliRunner; from router.cli import app; "
+        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
+        "heavy = sorted({'torch', 'sklearn', 'vllm', 'transformers', 'sqlalchemy'} & set(sys.modules)); "
+        "assert not heavy, heavy"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.mark.slow

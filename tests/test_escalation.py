@@ -17,10 +17,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import API_KEY, SAMPLE, SERVED, served_requests
 from sqlalchemy import select
-from support import Server, free_port
-from test_router_unit import LABELS, ROUTES, FakeEngine, Scrape, make_settings, run, serving
+from support import API_KEY, SAMPLE, SERVED, Server, free_port, served_requests
+from support.fakes import LABELS, ROUTES, FakeEngine, Scrape, make_settings, run, serving
 
 from router.policy import Policy, RouteMap
 from router.settings import Settings

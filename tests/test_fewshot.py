@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from conftest import API_KEY, SERVED, served_requests
-from support import free_port
+from support import API_KEY, SERVED, free_port, served_requests
 from typer.testing import CliRunner
 
 from router.cli import app

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import WEAK, build_weak_champion
 from prometheus_client.parser import text_string_to_metric_families
-from support import REPO, Server
+from support import REPO, WEAK, Server, build_weak_champion
 
 pytestmark = pytest.mark.slow
 TOKEN = "s3cret-admin-token"

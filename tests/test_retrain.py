@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import WEAK, build_weak_champion, read_rows
 from sqlalchemy import insert
+from support import WEAK, build_weak_champion, read_rows
 
 from router.store.db import create_db_engine, migrate
 from router.store.models import feedback, requests

@@ -1,0 +1,131 @@
+"""What every `switchboard` command shares: consoles, the one-line error path, option types.
+
+Known, user-caused failures (a bad config, dataset, model directory, registry, store or price
+file, and bad command-line usage) become one line on stderr and exit code 2; anything else is a
+bug and propagates with its traceback. Nothing here imports a heavy library, and no command
+module imports the package root `router.cli` (it imports them).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
+
+console = Console()
+err_console = Console(stderr=True)
+
+# (module, class) of the errors a user causes. Looked up in `sys.modules` when an exception
+# arrives rather than imported up front: an instance of a class means its module is loaded, and
+# `training.modeling` (ModelLoadError) would otherwise pull in torch for `switchboard models list`.
+_USER_ERRORS = (
+    ("training.config", "ConfigError"),
+    ("training.data.types", "DatasetError"),
+    ("training.modeling", "ModelLoadError"),
+    ("serving.registry", "RegistryError"),
+    ("serving.model_dir", "ModelDirError"),
+    ("serving.llm.pricing", "PriceError"),
+    ("serving.llm.client", "FewShotError"),
+    ("router.store.db", "StoreError"),
+    ("router.settings", "SettingsError"),
+    ("router.policy", "PolicyError"),
+)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """`error: MESSAGE` on one line of stderr, then exit `code` (2: bad input)."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def is_user_error(err: BaseException) -> bool:
+    for module_name, class_name in _USER_ERRORS:
+        cls = getattr(sys.modules.get(module_name), class_name, None)
+        if isinstance(cls, type) and isinstance(err, cls):
+            return True
+    return False
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Known, user-caused errors -> one line and exit 2; anything else is a bug and propagates."""
+    try:
+        yield
+    except Exception as err:
+        if is_user_error(err):
+            fail(str(err))
+        raise
+
+
+class OneLineErrors(TyperGroup):
+    """The root group: a usage error (unknown option or command, a value not among the choices, a
+    missing argument) is one `error:` line naming the command's --help, not a boxed usage text."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        with _usage_errors():
+            return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: Any) -> Any:  # parses the subcommand's arguments
+        with _usage_errors():
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _usage_errors() -> Iterator[None]:
+    # typer (>= 0.29) vendors click: its usage errors are `typer.TyperException`s with exit code 2
+    try:
+        yield
+    except typer.TyperException as err:
+        if type(err).__name__ == "NoArgsIsHelpError":  # `switchboard models` alone: the help text
+            raise
+        message = " ".join(err.format_message().split()).replace(": Value error, ", ": ")
+        ctx = getattr(err, "ctx", None)
+        where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        fail(message + where, code=err.exit_code)
+
+
+def quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("httpx", "datasets", "urllib3", "filelock", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # On CPUs with AVX-512 bf16, bitsandbytes looks for an optional Hub kernel at import and warns
+    # when it is absent (always, offline); it falls back to its own implementation.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+
+def print_metrics(metrics: dict[str, Any], title: str) -> None:
+    from training.report import metrics_table, per_intent_table
+
+    console.print(metrics_table(metrics, title=title))
+    console.print(per_intent_table(metrics, worst=5))
+
+
+def require_dir(path: Path, what: str = "model directory") -> None:
+    """Fail (exit 2) unless `path` is a directory: before any heavy import or long load."""
+    if not path.is_dir():
+        fail(f"{what} not found: {path}")
+
+
+# -- option and argument types shared by several commands ---------------------------------------
+
+DATASET_HELP = "Dataset dir/file, `banking77`, `clinc150` or a hub id."
+DEFAULT_REGISTRY = Path("runs/registry")
+
+DatasetOpt = Annotated[str | None, typer.Option("--dataset", "-d", help=DATASET_HELP)]
+RequiredDatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help=DATASET_HELP)]
+ModelDirArg = Annotated[Path, typer.Argument(help="An exported model directory.")]
+ProgressOpt = Annotated[bool, typer.Option(help="Show progress bars.")]
+RegistryOpt = Annotated[
+    Path,
+    typer.Option("--registry", "-r", envvar="SWITCHBOARD_REGISTRY", help="Registry directory."),
+]

@@ -1,0 +1,86 @@
+"""`switchboard retrain`: train a challenger from logged feedback and promote it through the gate.
+
+Exit codes (for cron / Kubernetes CronJobs): 0 promoted, 10 not promoted (the gate said no),
+11 nothing to do (too little feedback), 2 bad input or a failed step (the champion is untouched).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal, cast
+
+import typer
+
+from router.cli._common import DEFAULT_REGISTRY, ProgressOpt, RegistryOpt, fail, quiet_libraries, user_errors
+
+
+class StartFrom(StrEnum):
+    champion = "champion"
+    base = "base"
+
+
+def retrain(
+    registry: RegistryOpt = DEFAULT_REGISTRY,
+    database_url: Annotated[
+        str, typer.Option(envvar="SWITCHBOARD_DATABASE_URL", help="The router's store (SQLAlchemy URL).")
+    ] = "sqlite:///switchboard.db",
+    since: Annotated[
+        datetime | None, typer.Option(help="Only feedback from this time on (ISO 8601).")
+    ] = None,
+    min_feedback: Annotated[int, typer.Option(help="Fewer usable feedback rows: nothing to do.")] = 20,
+    holdout: Annotated[float, typer.Option(help="Share of feedback held out for the gate.")] = 0.2,
+    feedback_weight: Annotated[int, typer.Option(help="Oversampling factor of feedback in train.")] = 3,
+    test_margin: Annotated[float, typer.Option(help="Allowed test-accuracy loss (0.005 = 0.5 pt).")] = 0.005,
+    start_from: Annotated[
+        StartFrom,
+        typer.Option(case_sensitive=False, help="champion: fine-tune its weights; base: the recipe's model."),
+    ] = StartFrom.champion,
+    lr_factor: Annotated[
+        float,
+        typer.Option(help="From the champion: scale the recipe's learning rates by this.", min=0.0),
+    ] = 0.1,
+    dry_run: Annotated[bool, typer.Option(help="Register the challenger but never promote.")] = False,
+    progress: ProgressOpt = True,
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="Training overrides, e.g. optim.epochs=2")
+    ] = None,
+) -> None:
+    """Retrain from logged feedback; the challenger replaces the champion only if the gate says so."""
+    if not 0.0 < holdout < 1.0:
+        fail(f"--holdout must be between 0 and 1, not {holdout}")
+    quiet_libraries()
+    with user_errors():
+        from router.store.queries import feedback_rows
+        from training.feedback_data import resolve
+        from training.retrain import RetrainOptions
+        from training.retrain import retrain as run_retrain
+
+        feedback = resolve(feedback_rows(database_url, since=since))
+        decision = run_retrain(
+            RetrainOptions(
+                registry=registry,
+                min_feedback=min_feedback,
+                holdout_fraction=holdout,
+                feedback_weight=feedback_weight,
+                test_margin=test_margin,
+                start_from=cast(Literal["champion", "base"], start_from.value),
+                continue_lr_factor=lr_factor,
+                overrides=list(overrides or []),
+                promote=not dry_run,
+            ),
+            feedback,
+            progress=progress,
+        )
+    print(
+        json.dumps(
+            {
+                "outcome": decision.outcome.name.lower(),
+                "reason": decision.reason,
+                "challenger": decision.version,
+            },
+            default=str,
+        )
+    )
+    raise typer.Exit(int(decision.outcome))

@@ -1,0 +1,109 @@
+"""`switchboard serve`: the routing API on uvicorn, after a pre-flight check of its inputs."""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from router.cli._common import fail, quiet_libraries, require_dir, user_errors
+
+if TYPE_CHECKING:
+    from router.settings import Settings
+
+
+class Engine(StrEnum):
+    local = "local"
+    remote = "remote"
+
+
+def serve(
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", "-m", help="Exported model directory (or SWITCHBOARD_MODEL_DIR)."),
+    ] = None,
+    engine: Annotated[
+        Engine | None,
+        typer.Option(
+            case_sensitive=False,
+            help="local: in-process vLLM (default); remote: a `vllm serve` server at --url.",
+            show_default=False,
+        ),
+    ] = None,
+    url: Annotated[str | None, typer.Option(help="vLLM server URL for --engine remote.")] = None,
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default 8000).")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Settings YAML; SWITCHBOARD_* env vars override it."),
+    ] = None,
+) -> None:
+    """Serve the routing API: FastAPI on uvicorn, the model on vLLM, request log, /metrics."""
+    quiet_libraries()
+    with user_errors():
+        from router.settings import load_settings
+
+        settings = load_settings(
+            config,
+            model_dir=model,
+            engine=None if engine is None else engine.value,
+            engine_url=url,
+            host=host,
+            port=port,
+        ).with_champion()
+        _check_serving(settings)
+
+    import signal
+
+    import uvicorn
+
+    from router.app import build_app
+
+    application = build_app(settings)
+    failures: list[str] = []
+
+    def stop_on_failure(message: str) -> None:  # a model that cannot load: exit, do not idle
+        failures.append(message)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    application.state.runtime.on_load_failure = stop_on_failure
+    # uvicorn re-raises the signal that stopped it once it has shut down, which would kill the
+    # process with -SIGTERM after a clean drain (and skip the exit code below); these no-op
+    # handlers receive that re-raise, so a graceful stop exits 0.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=settings.access_log,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)),
+    )
+    if failures:
+        fail(f"model failed to load: {failures[0]}", code=1)
+
+
+def _check_serving(settings: Settings) -> None:
+    """Model dir, route map and database checked before vLLM spends a minute loading.
+
+    Raises the settings', policy's, model directory's and store's own errors (user errors)."""
+    from router.policy import policy_for
+    from router.store import create_db_engine, migrate
+    from serving.model_dir import read_model_info
+
+    if settings.model_dir is None:
+        fail("no model: pass --model DIR or set SWITCHBOARD_MODEL_DIR")
+    require_dir(settings.model_dir)
+    info = read_model_info(settings.model_dir)
+    policy_for(info, settings)
+    db = create_db_engine(settings.database_url)
+    try:
+        migrate(db)
+    finally:
+        db.dispose()

@@ -1,0 +1,44 @@
+"""Test support, importable as `support` (pytest puts tests/ on sys.path for its rootdir-less
+conftest.py): servers, data and models here; the router unit tests' fakes, which import the
+FastAPI app, in `support.fakes`.
+
+- `support.servers`: `Server` (the product's `DevServer` with the tests' settings), `vllm_server`.
+- `support.models`: the sample dataset, the weak champion, the chat model's served name and key.
+- `support.pg`: a throwaway PostgreSQL schema.
+- `support.fakes`: `FakeEngine`, `serving` (the app in-process on it), `Scrape` (/metrics).
+"""
+
+from support.models import (
+    API_KEY,
+    CHAT_TEMPLATE,
+    SAMPLE,
+    SERVED,
+    SHARED_DATASETS,
+    WEAK,
+    build_weak_champion,
+    read_rows,
+    sample_texts,
+    served_requests,
+)
+from support.pg import pg_schema
+from support.servers import REPO, TEST_ENV, Server, free_port, vllm_serve_command, vllm_server
+
+__all__ = [
+    "API_KEY",
+    "CHAT_TEMPLATE",
+    "REPO",
+    "SAMPLE",
+    "SERVED",
+    "SHARED_DATASETS",
+    "TEST_ENV",
+    "WEAK",
+    "Server",
+    "build_weak_champion",
+    "free_port",
+    "pg_schema",
+    "read_rows",
+    "sample_texts",
+    "served_requests",
+    "vllm_serve_command",
+    "vllm_server",
+]

@@ -1,0 +1,108 @@
+"""The promotion gate's statistics: champion and challenger compared *paired*, on the same examples.
+
+Two models scored on the same n examples differ only where one is right and the other wrong: `b`
+examples only the champion gets right, `c` only the challenger. Everything else is shared and says
+nothing about which model is better. So:
+
+- **Is the challenger better?** The exact McNemar test: under "no difference" each discordant
+  example is a fair coin, so `c ~ Binomial(b + c, 1/2)`; the one-sided p-value is
+  `P(X >= c)` (`scipy.stats.binomtest`). A challenger that wins 9 of 16 held-out examples by
+  chance has p = 0.40 and is not promoted.
+- **How big is the difference, and how sure are we?** The accuracy difference is
+  `(c - b) / n = (b + c) / n * (2 theta - 1)` with `theta = c / (b + c)`; its interval is the exact
+  (Clopper-Pearson) interval of theta mapped through that line: conditional on the discordant count,
+  the interval that matches the exact test.
+- **Is it worse than allowed?** On the fixed test set the challenger must not be *significantly*
+  worse than `-margin`: refused when the upper end of the one-sided interval is below `-margin`.
+- **How much more evidence would settle it?** For a challenger ahead but not yet significant, the
+  number of paired examples at which the same discordance rates would reach significance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from scipy.stats import binomtest
+
+ALPHA = 0.05  # one-sided significance level of both checks
+MAX_SCALE = 1000  # "needs more evidence" is searched up to this many times the current n
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Champion vs. challenger on the same `n` examples."""
+
+    n: int
+    champion_accuracy: float
+    challenger_accuracy: float
+    only_champion: int  # b: the champion right, the challenger wrong
+    only_challenger: int  # c: the challenger right, the champion wrong
+    difference: float  # challenger minus champion accuracy
+    ci_low: float  # one-sided (1 - ALPHA) bounds of the difference, i.e. a 90% two-sided interval
+    ci_high: float
+    p_better: float  # exact McNemar, H1: the challenger is better
+    p_worse: float  # exact McNemar, H1: the challenger is worse
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+def compare(champion_correct: Sequence[bool], challenger_correct: Sequence[bool]) -> PairedComparison:
+    """Paired comparison of two models' per-example correctness (same examples, same order)."""
+    if len(champion_correct) != len(challenger_correct):
+        raise ValueError("both models must be scored on the same examples")
+    n = len(champion_correct)
+    b = sum(1 for a, z in zip(champion_correct, challenger_correct, strict=True) if a and not z)
+    c = sum(1 for a, z in zip(champion_correct, challenger_correct, strict=True) if z and not a)
+    champ = sum(map(bool, champion_correct)) / n if n else 0.0
+    chall = sum(map(bool, challenger_correct)) / n if n else 0.0
+    discordant = b + c
+    if discordant == 0:
+        return PairedComparison(n, champ, chall, b, c, chall - champ, 0.0, 0.0, 1.0, 1.0)
+    better = binomtest(c, discordant, 0.5, alternative="greater")
+    worse = binomtest(c, discordant, 0.5, alternative="less")
+    theta = binomtest(c, discordant, 0.5).proportion_ci(confidence_level=1 - 2 * ALPHA, method="exact")
+    scale = discordant / n
+    return PairedComparison(
+        n=n,
+        champion_accuracy=champ,
+        challenger_accuracy=chall,
+        only_champion=b,
+        only_challenger=c,
+        difference=chall - champ,
+        ci_low=scale * (2 * theta.low - 1),
+        ci_high=scale * (2 * theta.high - 1),
+        p_better=float(better.pvalue),
+        p_worse=float(worse.pvalue),
+    )
+
+
+def significantly_better(cmp: PairedComparison, alpha: float = ALPHA) -> bool:
+    return cmp.only_challenger > cmp.only_champion and cmp.p_better < alpha
+
+
+def significantly_worse_than(cmp: PairedComparison, margin: float) -> bool:
+    """The challenger is worse than `-margin` with (1 - ALPHA) confidence."""
+    return cmp.n > 0 and cmp.ci_high < -margin
+
+
+def examples_needed(cmp: PairedComparison, alpha: float = ALPHA) -> int | None:
+    """Paired examples at which the observed rates would make the challenger significantly better
+    (None: it is not ahead, so more of the same evidence would not help, or needs > MAX_SCALE x n)."""
+    b, c, n = cmp.only_champion, cmp.only_challenger, cmp.n
+    if n == 0 or c <= b:
+        return None
+    if significantly_better(cmp, alpha):
+        return n
+    lo, hi = 1.0, float(MAX_SCALE)
+    if binomtest(round(c * hi), round((b + c) * hi), 0.5, alternative="greater").pvalue >= alpha:
+        return None
+    while hi - lo > 0.01:  # the p-value falls as the sample grows at fixed rates: bisect the scale
+        mid = (lo + hi) / 2
+        if binomtest(round(c * mid), round((b + c) * mid), 0.5, alternative="greater").pvalue < alpha:
+            hi = mid
+        else:
+            lo = mid
+    return int(-(-n * hi // 1))
