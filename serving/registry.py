@@ -23,13 +23,14 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from serving.files import write_json_atomic
-from serving.model_dir import VERSION_FILE
+from serving.model_dir import FEWSHOT_FILE, VERSION_FILE, read_fewshot, read_model_info
+from serving.taxonomy import TAXONOMY_FILE, Changes, Taxonomy
 
 ALIASES = ("champion", "challenger")
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
@@ -101,6 +102,30 @@ class Registry:
 
     def champion_path(self) -> Path:
         return self.get("champion").path
+
+    def taxonomy(self) -> Taxonomy:
+        """The champion's intents (served) merged with the changes recorded since (pending,
+        retiring, renaming). Without a champion, every recorded intent is pending."""
+        labels: tuple[str, ...] = ()
+        routes: dict[str, str] = {}
+        descriptions: dict[str, str] = {}
+        if self.aliases().get("champion"):
+            path = self.champion_path()
+            info = read_model_info(path)
+            labels, routes = info.labels, dict(info.routes)
+            if (path / FEWSHOT_FILE).is_file():
+                descriptions = read_fewshot(path / FEWSHOT_FILE).descriptions
+        return Taxonomy(labels, routes, descriptions, Changes.read(self.root / TAXONOMY_FILE))
+
+    def change_taxonomy(self, change: Callable[[Changes, Taxonomy], None]) -> Taxonomy:
+        """Apply `change(changes, current)` under the registry lock and save it atomically;
+        returns the new taxonomy. `change` raises `TaxonomyError` to refuse."""
+        with self._locked():
+            current = self.taxonomy()
+            changes = current.changes
+            change(changes, current)
+            changes.write(self.root / TAXONOMY_FILE)
+        return self.taxonomy()
 
     # -- writing ---------------------------------------------------------------------------
     @contextlib.contextmanager
