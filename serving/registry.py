@@ -192,6 +192,38 @@ class Registry:
             self._set_alias("champion", target.version)
         return target
 
+    def promote_if_champion(self, ref: str, expected_champion: str) -> bool:
+        """Promote `ref` only if the champion is still `expected_champion` (checked and changed
+        under the lock): a retrain must not replace a champion its gate never compared against."""
+        target = self.get(ref)
+        with self._locked():
+            if self.aliases().get("champion") != expected_champion:
+                return False
+            self._set_alias("champion", target.version)
+        return True
+
+    @contextlib.contextmanager
+    def retrain_lock(self) -> Iterator[None]:
+        """Held for a whole retrain; a second one refuses to start instead of waiting (it would
+        train against a champion that is about to change)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".retrain.lock", "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.seek(0)
+                holder = lock.read().strip() or "another process"
+                raise RegistryError(f"a retrain is already running on {self.root} ({holder})") from None
+            lock.seek(0)
+            lock.truncate()
+            lock.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%dT%H:%M:%S')}")
+            lock.flush()
+            try:
+                yield
+            finally:
+                lock.truncate(0)
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def rollback(self) -> ModelVersion:
         """The previous champion becomes champion again."""
         with self._locked():

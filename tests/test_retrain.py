@@ -21,6 +21,7 @@ from router.store.models import feedback, requests
 from router.store.queries import feedback_rows
 from serving.registry import Registry
 from training.feedback_data import FeedbackSet, resolve
+from training.gate import PairedComparison, compare
 from training.modeling import load_classifier
 from training.predict import predict_proba
 from training.retrain import Outcome, RetrainOptions, _gate, retrain
@@ -99,14 +100,31 @@ def test_resolve_latest_wins_and_conflicts_are_reported() -> None:
 
 
 def test_gate_rules() -> None:
-    def s(test: float, fb: float) -> dict:
-        return {"test": {"accuracy": test, "n": 10}, "feedback_holdout": {"accuracy": fb, "n": 5}}
+    def paired(n: int, only_champion: int, only_challenger: int) -> PairedComparison:
+        """n examples; the rest right for both."""
+        champ = (
+            [False] * only_challenger
+            + [True] * only_champion
+            + [True] * (n - only_champion - only_challenger)
+        )
+        chall = (
+            [True] * only_challenger
+            + [False] * only_champion
+            + [True] * (n - only_champion - only_challenger)
+        )
+        return compare(champ, chall)
 
-    assert _gate({"champion": s(0.90, 0.2), "challenger": s(0.897, 0.8)}, 0.005)[0]
-    assert not _gate({"champion": s(0.90, 0.2), "challenger": s(0.88, 0.8)}, 0.005)[0]  # worse on test
-    assert not _gate({"champion": s(0.90, 0.6), "challenger": s(0.95, 0.6)}, 0.005)[
-        0
-    ]  # not better on feedback
+    def gate(test: PairedComparison, fb: PairedComparison) -> tuple[bool, str, dict]:
+        return _gate({"test": test, "feedback_holdout": fb}, 0.005, 0.2)
+
+    better = paired(40, 0, 12)  # 12 of 12 discordant held-out examples favour the challenger
+    assert gate(paired(1000, 3, 1), better)[0]  # a tie on test within the margin
+    worse = gate(paired(1000, 40, 5), better)  # worse on test, beyond chance and the margin
+    assert not worse[0] and "significantly worse" in worse[1]
+    flat = gate(paired(1000, 3, 1), paired(40, 4, 4))  # not better on feedback
+    assert not flat[0] and "not significantly better" in flat[1]
+    lucky = gate(paired(1000, 3, 1), paired(16, 7, 9))  # "better" on 16 examples by chance
+    assert not lucky[0] and lucky[2]["feedback_holdout"]["more_feedback_needed"] > 0
 
 
 def stored_feedback(url: str) -> FeedbackSet:
@@ -140,6 +158,7 @@ def test_corrective_feedback_promotes_a_better_challenger_and_rollback_restores(
         RetrainOptions(
             registry=registry.root,
             min_feedback=5,
+            holdout_fraction=0.5,  # enough held-out corrections for the paired test to decide
             feedback_weight=3,
             overrides=["optim.max_steps=24"],
             continue_lr_factor=1.0,  # a barely trained champion: 24 steps at the full rate

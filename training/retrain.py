@@ -32,11 +32,17 @@ from typing import Any, Literal
 from serving.registry import Registry
 from training.config import load_config, parse_overrides
 from training.data import DatasetError, Split, load_dataset
-from training.evaluate import split_probabilities
 from training.feedback_data import FeedbackExample, FeedbackSet
 from training.formatting import pct
-from training.metrics import compute_metrics
+from training.gate import (
+    PairedComparison,
+    compare,
+    examples_needed,
+    significantly_better,
+    significantly_worse_than,
+)
 from training.modeling import load_classifier, model_labels
+from training.predict import predict_proba
 from training.train import train
 
 log = logging.getLogger(__name__)
@@ -80,8 +86,15 @@ class RetrainDecision:
 def retrain(opts: RetrainOptions, feedback: FeedbackSet, *, progress: bool = True) -> RetrainDecision:
     """Train a challenger on the champion's data plus `feedback` (resolved rows from the store),
     gate it, register it and promote it if it passed."""
-    started = time.perf_counter()
     registry = Registry(opts.registry)
+    with registry.retrain_lock():
+        return _retrain(registry, opts, feedback, progress)
+
+
+def _retrain(
+    registry: Registry, opts: RetrainOptions, feedback: FeedbackSet, progress: bool
+) -> RetrainDecision:
+    started = time.perf_counter()
 
     # 1. Champion and its recipe.
     champion = registry.get("champion")
@@ -146,20 +159,39 @@ def retrain(opts: RetrainOptions, feedback: FeedbackSet, *, progress: bool = Tru
         kept = [(t, y) for t, y in zip(base.test.texts, base.test.labels, strict=True) if t not in seen]
         gate_test = Split([t for t, _ in kept], [y for _, y in kept])
         report["gate_test"] = {"n": len(gate_test), "left_out_as_feedback": len(base.test) - len(gate_test)}
-        scores = {
-            "champion": _scores(champion.path, gate_test, holdout, progress),
-            "challenger": _scores(result.output_dir, gate_test, holdout, progress),
+        splits = {"test": gate_test, "feedback_holdout": holdout}
+        correct = {
+            "champion": _correct(champion.path, splits, progress),
+            "challenger": _correct(result.output_dir, splits, progress),
         }
-        passed, reason = _gate(scores, opts.test_margin)
-        report.update(scores=scores, test_margin=opts.test_margin, passed=passed, reason=reason)
+        comparisons = {
+            name: compare(correct["champion"][name], correct["challenger"][name]) for name in splits
+        }
+        passed, reason, evidence = _gate(comparisons, opts.test_margin, opts.holdout_fraction)
+        scores = {
+            model: {
+                name: {
+                    "accuracy": (sum(c) / len(c)) if c else None,
+                    "n": len(c),
+                    "correct": sum(c),
+                }
+                for name, c in correct[model].items()
+            }
+            for model in correct
+        }
+        report.update(
+            scores=scores, gate=evidence, test_margin=opts.test_margin, passed=passed, reason=reason
+        )
 
-        # 6. Register (and promote).
+        # 6. Register (and promote, if the champion is still the one the gate compared against).
         version = registry.register(
             result.output_dir, parent=champion.version, alias="challenger", note=f"retrain: {reason}"
         )
-        promoted = passed and opts.promote
-        if promoted:
-            registry.promote(version.version)
+        promoted = False
+        if passed and opts.promote:
+            promoted = registry.promote_if_champion(version.version, champion.version)
+            if not promoted:
+                reason = f"the champion changed during the retrain (was {champion.version}): not promoted"
         report.update(
             challenger=version.version,
             promoted=promoted,
@@ -184,57 +216,94 @@ def _write_split(path: Path, split: Split, extra: list[FeedbackExample]) -> None
         writer.writerows((ex.text, ex.label) for ex in extra)
 
 
-def _scores(model_dir: Path, test: Split, holdout: Split, progress: bool) -> dict[str, Any]:
+def _correct(model_dir: Path, splits: dict[str, Split], progress: bool) -> dict[str, list[bool]]:
+    """Per example of each split: does the model's top intent equal the gold label? (Gold labels
+    the model does not know, such as a new intent for the champion, simply count as wrong.)"""
     model, tokenizer = load_classifier(model_dir)
     labels = model_labels(model)
-    out: dict[str, Any] = {}
-    for name, split in (("test", test), ("feedback_holdout", holdout)):
+    out: dict[str, list[bool]] = {}
+    for name, split in splits.items():
         if len(split) == 0:
-            out[name] = {"accuracy": None, "n": 0}
+            out[name] = []
             continue
-        y, probs = split_probabilities(model, tokenizer, split, labels, progress=progress)
-        m = compute_metrics(y, probs, labels)
-        out[name] = {
-            "accuracy": m["accuracy"],
-            "macro_f1": m["macro_f1"],
-            "n": m["n"],
-            "correct": round(m["accuracy"] * m["n"]),
-        }
+        probs = predict_proba(model, tokenizer, split.texts, progress=progress)
+        predicted = [labels[i] for i in probs.argmax(axis=1)]
+        out[name] = [p == y for p, y in zip(predicted, split.labels, strict=True)]
     return out
 
 
-def _gate(scores: dict[str, Any], margin: float) -> tuple[bool, str]:
-    champ, chall = scores["champion"], scores["challenger"]
-    if champ["test"]["n"] == 0:
-        return False, "no test texts left for the gate once feedback texts are left out"
-    test_delta = chall["test"]["accuracy"] - champ["test"]["accuracy"]
-    if test_delta < -margin:
-        return False, f"test accuracy fell by {-test_delta:.2%} (allowed: {margin:.2%})"
-    if champ["feedback_holdout"]["n"] == 0:
-        return False, "no held-out feedback to show the challenger is better"
-    fb_delta = chall["feedback_holdout"]["accuracy"] - champ["feedback_holdout"]["accuracy"]
-    if fb_delta <= 0:
-        return False, f"not better on held-out feedback ({fb_delta:+.2%})"
-    return True, f"held-out feedback accuracy {fb_delta:+.2%}, test accuracy {test_delta:+.2%}"
+def _gate(
+    comparisons: dict[str, PairedComparison], margin: float, holdout_fraction: float
+) -> tuple[bool, str, dict[str, Any]]:
+    """Promote only when the challenger is significantly better on held-out feedback (exact
+    McNemar, one-sided, alpha 0.05) and not significantly worse than `-margin` on the test set.
+    Returns (passed, reason, evidence for the report)."""
+    test, held = comparisons["test"], comparisons["feedback_holdout"]
+    evidence: dict[str, Any] = {name: cmp.to_json() for name, cmp in comparisons.items()}
+    if test.n == 0:
+        return False, "no test texts left for the gate once feedback texts are left out", evidence
+    if significantly_worse_than(test, margin):
+        return (
+            False,
+            f"significantly worse on the test set: {test.difference:+.2%} "
+            f"(90% CI {test.ci_low:+.2%} to {test.ci_high:+.2%}, allowed: -{margin:.2%})",
+            evidence,
+        )
+    if held.n == 0:
+        return False, "no held-out feedback to show the challenger is better", evidence
+    if not significantly_better(held):
+        needed = examples_needed(held)
+        if needed is None:
+            more = "more feedback of the same kind would not show it"
+        else:
+            extra_rows = max(1, round((needed - held.n) / holdout_fraction))
+            evidence["feedback_holdout"]["held_out_needed"] = needed
+            evidence["feedback_holdout"]["more_feedback_needed"] = extra_rows
+            more = f"about {extra_rows} more feedback rows at these rates would ({needed} held out)"
+        return (
+            False,
+            f"not significantly better on held-out feedback: {held.difference:+.2%} "
+            f"(n={held.n}, p={held.p_better:.3f}); {more}",
+            evidence,
+        )
+    return (
+        True,
+        f"held-out feedback accuracy {held.difference:+.2%} (n={held.n}, p={held.p_better:.2g}), "
+        f"test accuracy {test.difference:+.2%} (90% CI {test.ci_low:+.2%} to {test.ci_high:+.2%})",
+        evidence,
+    )
 
 
 def _write_report(directory: Path, report: dict[str, Any]) -> None:
     (directory / "decision.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     rows = []
-    for model in ("champion", "challenger"):
-        s = report["scores"][model]
-        fb = s["feedback_holdout"]
-        rows.append(f"| {model} ({report[model]}) | {pct(s['test']['accuracy'])} | {pct(fb['accuracy'])} |")
+    for name, title in (("feedback_holdout", "held-out feedback"), ("test", "test set")):
+        e = report["gate"][name]
+        rows.append(
+            f"| {title} | {e['n']} | {pct(e['champion_accuracy'])} | {pct(e['challenger_accuracy'])} "
+            f"| {100 * e['difference']:+.2f} pts ({100 * e['ci_low']:+.2f} to {100 * e['ci_high']:+.2f}) "
+            f"| {e['only_champion']} / {e['only_challenger']} | {e['p_better']:.3g} | {e['p_worse']:.3g} |"
+        )
+    needed = report["gate"]["feedback_holdout"].get("more_feedback_needed")
     fb_counts = report["feedback"]
     md = [
         f"# Retrain decision: {'promoted' if report['promoted'] else 'not promoted'}",
         "",
         f"**Why:** {report['reason']}.",
         "",
-        "| model | test accuracy | held-out feedback accuracy |",
-        "| --- | --- | --- |",
+        f"Champion {report['champion']}, challenger {report['challenger']}. Paired on the same examples: "
+        "difference with its 90% interval; b / c = examples only the champion / only the challenger "
+        "gets right; exact McNemar p-values (one-sided).",
+        "",
+        "| examples | n | champion | challenger | difference (90% CI) | b / c | p better | p worse |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
         *rows,
         "",
+        *(
+            [f"More evidence: about {needed} more feedback rows at these rates would decide it.", ""]
+            if needed
+            else []
+        ),
         f"Feedback: {fb_counts['rows_read']} rows read, {fb_counts['usable']} usable "
         f"({fb_counts['train']} trained on, {fb_counts['holdout']} held out), "
         f"{fb_counts['superseded']} superseded, {fb_counts['conflicting_texts']} conflicting texts left out, "
