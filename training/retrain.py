@@ -3,8 +3,8 @@
 1. the champion and its recipe (config.yaml) from the registry;
 2. feedback, read from the store by the caller (the CLI) and resolved (latest label per
    request; conflicts reported and left out); a slice held out for the gate;
-3. training data = the champion's train split + the rest of the feedback, oversampled;
-   validation and test stay the champion's, so the numbers compare;
+3. training data = the line's original labelled data (`lineage.json`) + the rest of the
+   feedback to date, oversampled; validation and test stay the original's, so the numbers compare;
 4. the challenger is trained in a scratch directory (from the champion's weights by default);
 5. gate: both models on the fixed test set and on the held-out feedback: promote only if the
    challenger is not worse on test by more than `test_margin` and better on the feedback slice;
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from serving.registry import Registry
-from training.config import load_config, parse_overrides
+from training.config import TrainConfig, load_config, parse_overrides
 from training.data import DatasetError, Split, load_dataset
 from training.feedback_data import FeedbackExample, FeedbackSet
 from training.formatting import pct
@@ -46,6 +46,8 @@ from training.predict import predict_proba
 from training.train import train
 
 log = logging.getLogger(__name__)
+
+LINEAGE_FILE = "lineage.json"  # in every retrained model dir: see `_lineage`
 
 
 class Outcome(IntEnum):
@@ -99,8 +101,9 @@ def _retrain(
     # 1. Champion and its recipe.
     champion = registry.get("champion")
     config = load_config(champion.path / "config.yaml", opts.overrides)
+    lineage = _lineage(champion.path, config)
     base = load_dataset(
-        config.data.dataset, validation_fraction=config.data.validation_fraction, seed=config.data.seed
+        lineage["dataset"], validation_fraction=lineage["validation_fraction"], seed=lineage["seed"]
     )
     labels = set(base.label_map.labels)
 
@@ -137,6 +140,7 @@ def _retrain(
         # 4. Challenger.
         config.data.dataset = str(data_dir)
         config.output_dir = str(scratch / "challenger")
+        config.model.base_model = lineage["base_model"]
         if opts.start_from == "champion":
             config.model.base_model = str(champion.path)
             config.optim.head_init = "random"  # keep the champion's trained head as loaded
@@ -151,6 +155,7 @@ def _retrain(
             "epochs": config.optim.epochs,
         }
         result = train(config, progress=progress)
+        (result.output_dir / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2) + "\n")
 
         # 5. Gate. Test texts that also came in as feedback are left out of the test set here:
         #    the challenger trained on them, so they would flatter it.
@@ -205,6 +210,22 @@ def _retrain(
     finally:
         if opts.workdir is None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _lineage(champion_dir: Path, config: TrainConfig) -> dict[str, Any]:
+    """Where the champion's line of models started: the originally labelled dataset (with the
+    split settings that carve its validation set) and the original base model. Every retrain
+    trains on that dataset plus all feedback to date, so feedback is never counted twice and a
+    retrain from the base starts from the real base, however many generations ago it was."""
+    path = champion_dir / LINEAGE_FILE
+    if path.is_file():
+        return dict(json.loads(path.read_text()))
+    return {
+        "dataset": config.data.dataset,
+        "validation_fraction": config.data.validation_fraction,
+        "seed": config.data.seed,
+        "base_model": config.model.base_model,
+    }
 
 
 def _write_split(path: Path, split: Split, extra: list[FeedbackExample]) -> None:
