@@ -27,7 +27,7 @@ from fastapi import FastAPI
 
 from router.errors import install_error_handlers
 from router.middleware import TrafficMiddleware
-from router.routes import admin, feedback, health, intents, metrics, route
+from router.routes import admin, feedback, health, intents, metrics, review, route
 from router.runtime import EngineFactory, Runtime, open_configured_engine
 from router.settings import Settings
 from router.store import RequestLog, WriterHooks, create_db_engine, migrate
@@ -44,6 +44,7 @@ def build_app(settings: Settings, *, engine_factory: EngineFactory | None = None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = create_db_engine(settings.database_url)
         revision = await asyncio.to_thread(migrate, db)
+        runtime.db = db  # reads that are not the writer's (GET /v1/review) use the same engine
         log.info(
             "request log: %s at schema revision %s",
             db.url.render_as_string(hide_password=True),
@@ -74,6 +75,7 @@ def build_app(settings: Settings, *, engine_factory: EngineFactory | None = None
             if runtime.model is not None:
                 await runtime.model.close()
             runtime.metrics.ready.set(0)
+            runtime.db = None
             db.dispose()
             gc.unfreeze()
 
@@ -86,6 +88,6 @@ def build_app(settings: Settings, *, engine_factory: EngineFactory | None = None
     app.state.runtime = runtime
     install_error_handlers(app)
     app.add_middleware(TrafficMiddleware, runtime=runtime)
-    for module in (route, feedback, intents, health, metrics, admin):
+    for module in (route, feedback, intents, health, metrics, admin, review):
         app.include_router(module.router)
     return app

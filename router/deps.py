@@ -6,10 +6,12 @@ and two thread hops per request would cost more than the rest of the router's wo
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from router.errors import ApiError
 from router.runtime import LoadedModel, Runtime
 
 
@@ -36,3 +38,24 @@ IdempotencyKey = Annotated[
         description="Makes a retry safe: the same key returns the feedback stored first.",
     ),
 ]
+
+
+async def require_admin(
+    rt: RuntimeDep, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
+) -> None:
+    """The admin bearer token (`admin_token`): 404 when none is configured (the endpoints do not
+    exist), 401 without credentials, 403 with wrong ones. For `/v1/admin/*` and `/v1/review`."""
+    token = rt.settings.admin_token
+    if token is None:
+        raise ApiError(404, "admin endpoints are off: set admin_token (SWITCHBOARD_ADMIN_TOKEN)")
+    if not authorization:
+        raise ApiError(
+            401,
+            "missing credentials: send Authorization: Bearer <admin token>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        value.encode(), token.get_secret_value().encode()
+    ):
+        raise ApiError(403, "invalid admin token")

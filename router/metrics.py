@@ -40,7 +40,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 LOOP_LAG_INTERVAL_S = 0.1
 
-ENDPOINTS = ("/v1/route", "/v1/route/batch", "/v1/feedback", "/v1/intents")
+ENDPOINTS = ("/v1/route", "/v1/route/batch", "/v1/feedback", "/v1/intents", "/v1/review")
 UNCOUNTED = frozenset({"/metrics", "/livez", "/readyz"})  # probes are not traffic
 OTHER = "other"
 

@@ -90,6 +90,7 @@ class Decision:
     fallback: bool
     reason: FallbackReason | None  # why it fell back
     alternatives: tuple[Alternative, ...]  # top-k intents with their own routes
+    runner_up: float | None = None  # top-2 probability, whatever top_k is; None: a one-label model
 
 
 class Policy:
@@ -172,6 +173,7 @@ class Policy:
                         Alternative(self.labels[i], self._route_of[i], q)
                         for i, q in zip(idx[:k], p[:k], strict=True)
                     ),
+                    runner_up=p[1] if self._has_runner_up else None,
                 )
             )
         return decisions

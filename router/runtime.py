@@ -18,17 +18,19 @@ from time import perf_counter, time
 from typing import Any
 
 import numpy as np
+from sqlalchemy import Engine as DbEngine
 
 from router.errors import timed_out, unavailable
 from router.escalation import Escalation, Escalator, build_escalator
 from router.metrics import RouterMetrics
-from router.policy import Decision, Policy, policy_for
+from router.policy import Alternative, Decision, Policy, policy_for
 from router.schemas import EscalationInfo, RouteResult
 from router.settings import Settings
 from router.store import RequestLog, RequestRecord, new_request_id
 from serving.engine import Engine, EngineError
 from serving.factory import open_engine
 from serving.model_dir import ModelInfo
+from serving.taxonomy import TAXONOMY_FILE, Changes, Taxonomy, TaxonomyError
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +84,12 @@ class Runtime:
         self.engine_factory = engine_factory
         self.metrics = RouterMetrics(accuracy_window=settings.accuracy_window)
         self.log: RequestLog | None = None
+        self.db: DbEngine | None = None  # the store's engine, opened in the lifespan (reads: review)
         self.model: LoadedModel | None = None
+        # the served model's intents with the registry's recorded changes (pending, retiring,
+        # renaming), and the names feedback may give: set by `refresh_intents`, never per request
+        self.taxonomy: Taxonomy = Taxonomy((), {}, {}, Changes())
+        self.feedback_intents: frozenset[str] = frozenset()
         self.load_error: str | None = None
         self.in_flight = 0
         self.on_load_failure: Callable[[str], None] | None = None
@@ -133,6 +140,7 @@ class Runtime:
 
     def _install(self, model: LoadedModel) -> None:
         self.model = model  # one reference: requests already holding the old model keep it
+        self.refresh_intents()
         self.load_error = None
         self.metrics.set_model(model.info.version, self.settings.engine, model.policy.route_names)
         self.metrics.ready.set(1)
@@ -174,6 +182,24 @@ class Runtime:
             gc.unfreeze()
             freeze_heap()
             return new.info, old_info
+
+    def refresh_intents(self) -> None:
+        """Re-read the registry's intent changes (`taxonomy.json`, a small file) against the
+        served model's labels: feedback may then name the model's intents (renamed ones under
+        their new names, retiring ones not) and the pending ones. Called when a model is
+        installed and after an admin intents change, so no request reads a file."""
+        model = self.model
+        if model is None:
+            return
+        changes = Changes()
+        if self.settings.registry_dir is not None:
+            try:
+                changes = Changes.read(Path(self.settings.registry_dir) / TAXONOMY_FILE)
+            except (OSError, TaxonomyError) as err:
+                log.warning("intent changes not read, feedback may name the served intents only: %s", err)
+        info = model.info
+        self.taxonomy = Taxonomy(info.labels, dict(info.routes), {}, changes)
+        self.feedback_intents = frozenset(self.taxonomy.feedback_labels())
 
     def require_model(self) -> LoadedModel:
         model = self.model
@@ -271,6 +297,7 @@ class Runtime:
                         request_id, now, text if store_text else None, decision.intent,
                         decision.confidence, decision.route, decision.fallback, decision.reason,
                         version, latency_ms, meta, outcome, escalated_to if outcome else None,
+                        decision.runner_up, _logged(decision.alternatives),
                     )
                 )  # fmt: skip
             results.append(
@@ -295,6 +322,11 @@ class Runtime:
                 )
             )
         return results
+
+
+def _logged(alternatives: Sequence[Alternative]) -> list[dict[str, Any]]:
+    """The top-k as the request log keeps it (`requests.alternatives`)."""
+    return [{"intent": a.intent, "probability": round(a.probability, 6)} for a in alternatives]
 
 
 def freeze_heap() -> None:

@@ -7,13 +7,15 @@ running configuration and reported in the same 422 shape (see router.errors).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from router.escalation import EscalationOutcome
 from router.policy import Alternative
+from router.store.queries import ReviewStrategy
 
 MAX_METADATA_KEYS = 32
 
@@ -105,10 +107,19 @@ class FeedbackRequest(_Strict):
     comment: Annotated[str, Field(max_length=2000)] | None = None
 
 
+IntentStatus = Literal["served", "pending", "retiring", "renaming"]
+
+
 class IntentInfo(BaseModel):
     intent: str
     route: str
     out_of_scope: bool
+    status: IntentStatus = Field(
+        "served",
+        description="served: the model answers it; pending: added, not trained yet (feedback may "
+        "name it); retiring / renaming: the next retrain drops it / gives it `renamed_to`.",
+    )
+    renamed_to: str | None = None
 
 
 class IntentsResponse(BaseModel):
@@ -120,6 +131,65 @@ class IntentsResponse(BaseModel):
     escalation_model: str | None = Field(None, description="Cascade mode: the LLM for unsure queries.")
     escalation_threshold: float | None = Field(None, description="Cascade mode: escalate when top-1 < this.")
     intents: list[IntentInfo]
+
+
+IntentName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class TaxonomyIntent(BaseModel):
+    name: str
+    status: IntentStatus
+    route: str | None
+    description: str
+    renamed_to: str | None = Field(None, description="renaming: the name the next retrain gives it.")
+
+
+class TaxonomyResponse(BaseModel):
+    """The registry's intent taxonomy: the champion's intents and the changes recorded since."""
+
+    champion: str | None = Field(description="The champion version whose labels are the served intents.")
+    intents: list[TaxonomyIntent]
+
+
+class AddIntentRequest(_Strict):
+    name: IntentName
+    route: Annotated[str, Field(min_length=1, max_length=200, description="Where its queries go.")]
+    description: Annotated[str, Field(max_length=2000)] = ""
+
+
+class RenameIntentRequest(_Strict):
+    new_name: IntentName
+
+
+class ReviewAlternative(BaseModel):
+    intent: str
+    probability: float
+
+
+class ReviewItem(BaseModel):
+    """A logged request without feedback, and the requests with the same text (normalised)."""
+
+    request_id: str = Field(description="The request shown; feedback on it is what to post.")
+    text: str
+    predicted_intent: str = Field(description="What the router answered (the LLM's in cascade mode).")
+    confidence: float = Field(description="The tuned model's top-1 probability.")
+    margin: float | None = Field(
+        description="Top-1 minus top-2 probability; null for requests logged before it was kept."
+    )
+    alternatives: list[ReviewAlternative] = Field(description="The tuned model's top-k intents.")
+    route: str
+    fallback: bool
+    fallback_reason: str | None
+    escalation: str | None = Field(description="Cascade mode: agreed, overruled, invalid or failed.")
+    model_version: str
+    created_at: datetime
+    count: int = Field(description="Requests with this text (case, spacing, end punctuation ignored).")
+    request_ids: list[str] = Field(description="All of them, the one shown first.")
+
+
+class ReviewResponse(BaseModel):
+    strategy: ReviewStrategy
+    items: list[ReviewItem]
 
 
 class FieldError(BaseModel):

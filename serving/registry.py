@@ -122,7 +122,7 @@ class Registry:
         returns the new taxonomy. `change` raises `TaxonomyError` to refuse."""
         with self._locked():
             current = self.taxonomy()
-            changes = current.changes
+            changes = current.changes.copy()  # `current` keeps describing the state before
             change(changes, current)
             changes.write(self.root / TAXONOMY_FILE)
         return self.taxonomy()

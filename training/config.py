@@ -36,6 +36,8 @@ class ModelConfig:
     max_length: int = 64  # tokens; customer queries are short
     precision: Precision = "auto"  # compute dtype; auto: bf16 on a capable GPU, fp32 on CPU
     gradient_checkpointing: bool = False
+    # optim.head_init=grow: the base model's label -> its name here (a renamed intent keeps its row)
+    label_renames: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(config=_STRICT)
@@ -57,6 +59,9 @@ class DataSettings:
     dataset: str = "data/sample"  # path, or `banking77` / `clinc150` / a Hugging Face id
     validation_fraction: float = 0.1  # carved (stratified) from train when there is none
     seed: int = 42
+    # the label map in this order (ids 0..n-1), e.g. a retrain that grows a model's head; the data
+    # may not use other labels. None: the train split's labels, sorted
+    labels: list[str] | None = None
 
 
 @dataclass(config=_STRICT)
@@ -72,7 +77,9 @@ class OptimSettings:
     warmup_ratio: float = 0.06
     lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
     label_smoothing: float = 0.0
-    head_init: Literal["random", "linear_probe"] = "random"  # linear_probe: LP-FT warm start
+    # linear_probe: LP-FT warm start; grow: keep the base classifier's head rows by label name and
+    # fit rows for the labels it lacks on frozen features (training.head_growth)
+    head_init: Literal["random", "linear_probe", "grow"] = "random"
     early_stopping_patience: int = 0  # evaluations without macro-F1 gain; 0: off
     evals_per_epoch: int = 1
     logging_steps: int = 20

@@ -24,14 +24,16 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from pathlib import Path
 from typing import Any, Literal
 
 from serving.registry import Registry
+from serving.taxonomy import Taxonomy
 from training.config import TrainConfig, load_config, parse_overrides
-from training.data import DatasetError, Split, load_dataset
+from training.data import DatasetError, IntentDataset, Split, load_dataset
 from training.feedback_data import FeedbackExample, FeedbackSet
 from training.formatting import pct
 from training.gate import (
@@ -62,6 +64,7 @@ class Outcome(IntEnum):
 class RetrainOptions:
     registry: Path
     min_feedback: int = 20
+    min_examples: int = 10  # feedback examples a pending intent needs before it is trained
     holdout_fraction: float = 0.2
     feedback_weight: int = 3  # each feedback example appears this many times in train
     test_margin: float = 0.005  # the challenger may lose at most this much test accuracy
@@ -105,10 +108,14 @@ def _retrain(
     base = load_dataset(
         lineage["dataset"], validation_fraction=lineage["validation_fraction"], seed=lineage["seed"]
     )
-    labels = set(base.label_map.labels)
+    # the champion's intents and the changes since (serving.taxonomy): the challenger's labels are
+    # the kept ones (renamed, retired left out) + the pending ones with enough feedback
+    taxonomy = registry.taxonomy()
+    targets, relabel, examples, report_intents = _plan_intents(taxonomy, feedback.examples, opts.min_examples)
+    base = _relabelled(base, relabel, targets)
 
     # 2. Feedback, resolved; a slice held out for the gate.
-    usable = [ex for ex in feedback.examples if ex.label in labels]
+    usable = examples
     report: dict[str, Any] = {
         "champion": champion.version,
         "feedback": {
@@ -119,12 +126,14 @@ def _retrain(
             "conflicting_texts": len(feedback.conflicts),
             "conflicts": dict(list(feedback.conflicts.items())[:20]),
         },
+        "intents": report_intents,
     }
     if len(usable) < opts.min_feedback:
         reason = f"nothing to do: {len(usable)} usable feedback rows, at least {opts.min_feedback} needed"
         return RetrainDecision(Outcome.NOTHING_TO_DO, reason, report)
     feedback.examples = usable
     fb_train, fb_holdout = feedback.split(opts.holdout_fraction, opts.seed)
+    fb_train, fb_holdout = _new_intents_in_train(fb_train, fb_holdout, set(report_intents["trained"]))
     report["feedback"].update(train=len(fb_train), holdout=len(fb_holdout))
 
     scratch = Path(opts.workdir or tempfile.mkdtemp(prefix="switchboard-retrain-"))
@@ -136,14 +145,21 @@ def _retrain(
         if base.test is None:
             raise DatasetError(f"the champion's dataset {base.name!r} has no test split for the gate")
         _write_split(data_dir / "test.csv", base.test, [])
+        _write_intents(data_dir, taxonomy, targets, base.routes)
 
         # 4. Challenger.
         config.data.dataset = str(data_dir)
         config.output_dir = str(scratch / "challenger")
         config.model.base_model = lineage["base_model"]
+        config.data.labels = targets  # kept labels in the champion's order, then the new ones
+        config.model.label_renames = {}
+        if config.optim.head_init == "grow":  # a retrained champion's recipe; from the base: fresh
+            config.optim.head_init = "random"
         if opts.start_from == "champion":
             config.model.base_model = str(champion.path)
-            config.optim.head_init = "random"  # keep the champion's trained head as loaded
+            # the champion's head rows by name, rows fitted for new intents (training.head_growth)
+            config.optim.head_init = "grow"
+            config.model.label_renames = dict(report_intents["renamed"])
             if "learning_rate" not in parse_overrides(opts.overrides).get("optim", {}):
                 config.optim.learning_rate *= opts.continue_lr_factor
                 if config.optim.head_learning_rate is not None:
@@ -166,7 +182,7 @@ def _retrain(
         report["gate_test"] = {"n": len(gate_test), "left_out_as_feedback": len(base.test) - len(gate_test)}
         splits = {"test": gate_test, "feedback_holdout": holdout}
         correct = {
-            "champion": _correct(champion.path, splits, progress),
+            "champion": _correct(champion.path, splits, progress, relabel),
             "challenger": _correct(result.output_dir, splits, progress),
         }
         comparisons = {
@@ -228,6 +244,77 @@ def _lineage(champion_dir: Path, config: TrainConfig) -> dict[str, Any]:
     }
 
 
+def _plan_intents(
+    taxonomy: Taxonomy, examples: list[FeedbackExample], min_examples: int
+) -> tuple[list[str], dict[str, str], list[FeedbackExample], dict[str, Any]]:
+    """(the challenger's labels, old name -> new name, the feedback examples relabelled and
+    limited to those labels, `report["intents"]`). A pending intent is trained once it has
+    `min_examples` feedback examples; retired intents' examples are left out."""
+    relabel = taxonomy.relabel()
+    examples = [replace(ex, label=relabel.get(ex.label, ex.label)) for ex in examples]
+    counts = Counter(ex.label for ex in examples)
+    pending = [i.name for i in taxonomy.pending]
+    trainable = {name for name in pending if counts[name] >= min_examples}
+    targets = taxonomy.target_labels(trainable)
+    report = {
+        "trained": [name for name in pending if name in trainable],
+        "still_pending": {
+            name: {"examples": counts[name], "needed": min_examples - counts[name]}
+            for name in pending
+            if name not in trainable
+        },
+        "retired": [label for label in taxonomy.served_labels if label in taxonomy.changes.retired],
+        "renamed": {old: new for old, new in relabel.items() if old in taxonomy.served_labels},
+    }
+    wanted = set(targets)
+    return targets, relabel, [ex for ex in examples if ex.label in wanted], report
+
+
+def _relabelled(data: IntentDataset, relabel: dict[str, str], targets: list[str]) -> IntentDataset:
+    """The original data under the challenger's label names, without labels it drops (retired)."""
+    wanted = set(targets)
+
+    def split(part: Split) -> Split:
+        pairs = [(t, relabel.get(y, y)) for t, y in zip(part.texts, part.labels, strict=True)]
+        kept = [(t, y) for t, y in pairs if y in wanted]
+        return Split([t for t, _ in kept], [y for _, y in kept])
+
+    routes = {relabel.get(k, k): v for k, v in data.routes.items()}
+    return replace(
+        data,
+        train=split(data.train),
+        validation=split(data.validation),
+        test=None if data.test is None else split(data.test),
+        routes=routes,
+    )
+
+
+def _new_intents_in_train(
+    train: list[FeedbackExample], holdout: list[FeedbackExample], new: set[str]
+) -> tuple[list[FeedbackExample], list[FeedbackExample]]:
+    """A new intent needs training examples: if the split held out all of its texts (only
+    possible with very few), they go to train (a text still never lands on both sides)."""
+    missing = new - {ex.label for ex in train}
+    if not missing:
+        return train, holdout
+    moved = [ex for ex in holdout if ex.label in missing]
+    return train + moved, [ex for ex in holdout if ex.label not in missing]
+
+
+def _write_intents(data_dir: Path, taxonomy: Taxonomy, targets: list[str], routes: dict[str, str]) -> None:
+    """The scratch dataset's `routes.yaml` (each label's route: the taxonomy's, else the data's) and
+    `categories.json` (labels and descriptions): the challenger ships them (routes, few-shot)."""
+    import yaml
+
+    route_map = {label: taxonomy.route_of(label) or routes.get(label) for label in targets}
+    (data_dir / "routes.yaml").write_text(
+        yaml.safe_dump({"routes": {k: v for k, v in route_map.items() if v}}, sort_keys=False)
+    )
+    descriptions = {label: taxonomy.description_of(label) for label in targets}
+    if any(descriptions.values()):
+        (data_dir / "categories.json").write_text(json.dumps(descriptions, indent=2) + "\n")
+
+
 def _write_split(path: Path, split: Split, extra: list[FeedbackExample]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as fh:
@@ -237,9 +324,12 @@ def _write_split(path: Path, split: Split, extra: list[FeedbackExample]) -> None
         writer.writerows((ex.text, ex.label) for ex in extra)
 
 
-def _correct(model_dir: Path, splits: dict[str, Split], progress: bool) -> dict[str, list[bool]]:
+def _correct(
+    model_dir: Path, splits: dict[str, Split], progress: bool, relabel: dict[str, str] | None = None
+) -> dict[str, list[bool]]:
     """Per example of each split: does the model's top intent equal the gold label? (Gold labels
-    the model does not know, such as a new intent for the champion, simply count as wrong.)"""
+    the model does not know, such as a new intent for the champion, simply count as wrong; a
+    renamed intent's old name, `relabel`, counts as its new one.)"""
     model, tokenizer = load_classifier(model_dir)
     labels = model_labels(model)
     out: dict[str, list[bool]] = {}
@@ -248,7 +338,7 @@ def _correct(model_dir: Path, splits: dict[str, Split], progress: bool) -> dict[
             out[name] = []
             continue
         probs = predict_proba(model, tokenizer, split.texts, progress=progress)
-        predicted = [labels[i] for i in probs.argmax(axis=1)]
+        predicted = [(relabel or {}).get(labels[i], labels[i]) for i in probs.argmax(axis=1)]
         out[name] = [p == y for p, y in zip(predicted, split.labels, strict=True)]
     return out
 

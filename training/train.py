@@ -31,6 +31,7 @@ from training.data import IntentDataset, Split, load_dataset
 from training.data.types import OOS_LABEL
 from training.evaluate import split_metrics, split_probabilities, write_evaluation
 from training.export import merged_model, save_model_dir, write_fewshot, write_json, write_routes
+from training.head_growth import grow_head
 from training.head_init import linear_probe_init
 from training.metrics import trainer_compute_metrics
 from training.model_card import write_model_card
@@ -56,12 +57,27 @@ def train(config: TrainConfig, *, resume: str | bool | None = None, progress: bo
         config.data.dataset,
         validation_fraction=config.data.validation_fraction,
         seed=config.data.seed,
+        labels=config.data.labels,
     )
     for warning in data.report.warnings:
         log.warning("%s", warning)
 
-    # 2. Model: base (4-bit for qlora) + classification head; LP-FT head warm start; LoRA.
+    # 2. Model: base (4-bit for qlora) + classification head; LP-FT head warm start, or the base
+    #    classifier's head grown to these labels (retrain with new intents); LoRA.
     built = build_classifier(config.model, config.quantization, data.label_map)
+    growth = None
+    if config.optim.head_init == "grow" and resume is None:
+        growth = grow_head(
+            built.model,
+            built.tokenizer,
+            built.base_path,
+            data.train.texts,
+            data.train.labels,
+            renames=config.model.label_renames,
+            max_length=config.model.max_length,
+            seed=config.optim.seed,
+            progress=progress,
+        )
     if config.optim.head_init == "linear_probe" and resume is None:
         linear_probe_init(
             built.model,
@@ -92,6 +108,7 @@ def train(config: TrainConfig, *, resume: str | bool | None = None, progress: bo
     metrics["training"] = {
         **_training_facts(config, data, train_output, train_seconds),
         "pooling": built.pooling,
+        **({"head_growth": growth.to_json()} if growth is not None else {}),
     }
     write_json(out / "metrics.json", metrics)
     write_model_card(out, config, data, metrics)

@@ -10,13 +10,16 @@ heavy libraries (torch, sklearn, vLLM) inside the command, so `--help` is instan
     bench.py    baseline fewshot|classical, bench
     models.py   models list|show|register|promote|rollback|examples
     retrain.py  retrain
+    intents.py  intents list|add|rename|retire
+    review.py   review export
+    feedback.py feedback import
 """
 
 from __future__ import annotations
 
 import typer
 
-from router.cli import bench, models, retrain, serve, train
+from router.cli import bench, feedback, intents, models, retrain, review, serve, train
 from router.cli._common import OneLineErrors
 
 __all__ = ["app"]
@@ -37,4 +40,7 @@ app.add_typer(bench.baseline_app, name="baseline")
 app.command("bench")(bench.bench)
 app.command("serve")(serve.serve)
 app.add_typer(models.app, name="models")
+app.add_typer(intents.app, name="intents")
 app.command("retrain")(retrain.retrain)
+app.add_typer(review.app, name="review")
+app.add_typer(feedback.app, name="feedback")

@@ -32,6 +32,7 @@ _USER_ERRORS = (
     ("training.data.types", "DatasetError"),
     ("training.modeling", "ModelLoadError"),
     ("serving.registry", "RegistryError"),
+    ("serving.taxonomy", "TaxonomyError"),
     ("serving.model_dir", "ModelDirError"),
     ("serving.llm.pricing", "PriceError"),
     ("serving.llm.client", "FewShotError"),

@@ -30,6 +30,10 @@ def retrain(
         datetime | None, typer.Option(help="Only feedback from this time on (ISO 8601).")
     ] = None,
     min_feedback: Annotated[int, typer.Option(help="Fewer usable feedback rows: nothing to do.")] = 20,
+    min_examples: Annotated[
+        int,
+        typer.Option(help="Feedback examples a pending intent needs before it is trained.", min=1),
+    ] = 10,
     holdout: Annotated[float, typer.Option(help="Share of feedback held out for the gate.")] = 0.2,
     feedback_weight: Annotated[int, typer.Option(help="Oversampling factor of feedback in train.")] = 3,
     test_margin: Annotated[float, typer.Option(help="Allowed test-accuracy loss (0.005 = 0.5 pt).")] = 0.005,
@@ -62,6 +66,7 @@ def retrain(
             RetrainOptions(
                 registry=registry,
                 min_feedback=min_feedback,
+                min_examples=min_examples,
                 holdout_fraction=holdout,
                 feedback_weight=feedback_weight,
                 test_margin=test_margin,
@@ -79,6 +84,7 @@ def retrain(
                 "outcome": decision.outcome.name.lower(),
                 "reason": decision.reason,
                 "challenger": decision.version,
+                "intents": decision.report.get("intents"),
             },
             default=str,
         )

@@ -1,4 +1,5 @@
-"""`POST /v1/admin/reload` and `/v1/admin/rollback`: change the served model without downtime.
+"""`POST /v1/admin/reload` and `/v1/admin/rollback`: change the served model without downtime;
+`/v1/admin/intents`: the registry's intent taxonomy (list, add, rename, retire).
 
 Protected by a bearer token from settings (`admin_token`); with no token configured the
 endpoints answer 404, so a deployment that never set one exposes nothing. Missing credentials
@@ -7,38 +8,26 @@ are 401, wrong ones 403. A model that fails to load leaves the old one serving (
 
 from __future__ import annotations
 
-import hmac
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from router.deps import RuntimeDep
+from router.deps import RuntimeDep, require_admin
 from router.errors import ApiError, field_error, unavailable
-from router.schemas import ErrorResponse
+from router.schemas import (
+    AddIntentRequest,
+    ErrorResponse,
+    RenameIntentRequest,
+    TaxonomyIntent,
+    TaxonomyResponse,
+)
+from serving import taxonomy
 from serving.registry import Registry, RegistryError
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
-
-
-async def require_admin(
-    rt: RuntimeDep, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
-) -> None:
-    token = rt.settings.admin_token
-    if token is None:
-        raise ApiError(404, "admin endpoints are off: set admin_token (SWITCHBOARD_ADMIN_TOKEN)")
-    if not authorization:
-        raise ApiError(
-            401,
-            "missing credentials: send Authorization: Bearer <admin token>",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    scheme, _, value = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        value.encode(), token.get_secret_value().encode()
-    ):
-        raise ApiError(403, "invalid admin token")
 
 
 Admin = Depends(require_admin)
@@ -107,3 +96,87 @@ async def rollback(rt: RuntimeDep) -> ReloadResponse:
     except RegistryError as err:
         raise ApiError(409, str(err)) from None
     return await _swap(rt, previous.path)
+
+
+# -- intents: the taxonomy beside the registry's versions (serving.taxonomy) ------------------
+
+
+def _taxonomy_response(registry: Registry, tax: taxonomy.Taxonomy) -> TaxonomyResponse:
+    return TaxonomyResponse(
+        champion=registry.aliases().get("champion"),
+        intents=[
+            TaxonomyIntent(
+                name=i.name,
+                status=i.status,
+                route=i.route,
+                description=i.description,
+                renamed_to=i.renamed_to,
+            )
+            for i in tax.intents
+        ],
+    )
+
+
+def _read_taxonomy(registry: Registry) -> TaxonomyResponse:
+    return _taxonomy_response(registry, registry.taxonomy())
+
+
+async def _change(
+    rt: RuntimeDep, change: Callable[[taxonomy.Changes, taxonomy.Taxonomy], None]
+) -> TaxonomyResponse:
+    """Apply a taxonomy change under the registry's lock (in a thread: it is file I/O), then let
+    the runtime re-read which intents feedback may name."""
+    registry = _registry(rt)
+    try:
+        tax = await asyncio.to_thread(registry.change_taxonomy, change)
+    except taxonomy.TaxonomyError as err:
+        raise _taxonomy_error(err) from None
+    except RegistryError as err:
+        raise ApiError(409, str(err)) from None
+    rt.refresh_intents()
+    return _taxonomy_response(registry, tax)
+
+
+def _taxonomy_error(err: taxonomy.TaxonomyError) -> ApiError:
+    if err.code == "unknown_intent":
+        return field_error(err.field, str(err), err.code, status=404)
+    if err.code == "bad_file":
+        return ApiError(409, str(err))
+    return field_error(err.field, str(err), err.code)
+
+
+@router.get("/intents", response_model=TaxonomyResponse, responses=ERRORS, dependencies=[Admin])
+async def list_taxonomy(rt: RuntimeDep) -> TaxonomyResponse:
+    """Every intent: served by the champion, pending (added, not trained yet), retiring or renaming."""
+    registry = _registry(rt)
+    try:
+        return await asyncio.to_thread(_read_taxonomy, registry)
+    except (RegistryError, taxonomy.TaxonomyError) as err:
+        raise ApiError(409, str(err)) from None
+
+
+@router.post(
+    "/intents", status_code=201, response_model=TaxonomyResponse, responses=ERRORS, dependencies=[Admin]
+)
+async def add_intent(rt: RuntimeDep, body: AddIntentRequest) -> TaxonomyResponse:
+    """Add a pending intent: feedback may name it at once; `switchboard retrain` trains it once it
+    has enough examples. Returns the taxonomy after the change."""
+    return await _change(rt, lambda c, t: taxonomy.add(c, t, body.name, body.route, body.description))
+
+
+@router.post(
+    "/intents/{name}/rename", response_model=TaxonomyResponse, responses=ERRORS, dependencies=[Admin]
+)
+async def rename_intent(rt: RuntimeDep, name: str, body: RenameIntentRequest) -> TaxonomyResponse:
+    """Rename an intent: a pending one at once, a served one at the next retrain (its examples
+    are relabelled and its head row kept); feedback names the new name from now on."""
+    return await _change(rt, lambda c, t: taxonomy.rename(c, t, name, body.new_name))
+
+
+@router.post(
+    "/intents/{name}/retire", response_model=TaxonomyResponse, responses=ERRORS, dependencies=[Admin]
+)
+async def retire_intent(rt: RuntimeDep, name: str) -> TaxonomyResponse:
+    """Retire an intent: a pending one is dropped at once, a served one by the next retrain;
+    feedback may no longer name it."""
+    return await _change(rt, lambda c, t: taxonomy.retire(c, t, name))

@@ -1,4 +1,8 @@
-"""`POST /v1/feedback`: the correct intent for a routed request, stored idempotently."""
+"""`POST /v1/feedback`: the correct intent for a routed request, stored idempotently.
+
+The correct intent is one the served model knows or one added since and pending (the registry's
+taxonomy, `switchboard intents`): feedback naming a pending intent is how its training examples
+are collected (stored with `agree` false: the model could not have said it)."""
 
 from __future__ import annotations
 
@@ -36,11 +40,13 @@ async def post_feedback(
 ) -> FeedbackRow:
     """Record the correct intent for a request. A repeat (same body, or same Idempotency-Key)
     stores nothing new and returns the first one, marked by `Idempotent-Replayed: true`."""
-    if body.correct_intent not in model.labels:
-        valid = list(model.policy.labels)
+    if body.correct_intent not in rt.feedback_intents:  # the served intents and the pending ones
+        valid = rt.taxonomy.feedback_labels() or list(model.policy.labels)
+        pending = [i.name for i in rt.taxonomy.pending]
+        note = f" (pending: {', '.join(pending)})" if pending else ""
         raise field_error(
             "correct_intent",
-            f"unknown intent {body.correct_intent!r}; valid intents: {', '.join(valid)}",
+            f"unknown intent {body.correct_intent!r}; valid intents: {', '.join(valid)}{note}",
             "unknown_intent",
             allowed=valid,
         )

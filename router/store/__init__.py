@@ -11,6 +11,7 @@ from router.store.writer import (
     WriterHooks,
     feedback_item,
     new_request_id,
+    store_feedback,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "head_revision",
     "migrate",
     "new_request_id",
+    "store_feedback",
 ]

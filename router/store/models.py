@@ -49,6 +49,10 @@ requests = Table(
     # cascade mode: agreed | overruled | invalid | failed, and the LLM asked; NULL: not escalated
     Column("escalation", String(16), nullable=True),
     Column("escalation_model", String(NAME_LENGTH), nullable=True),
+    # what the review queue ranks by: the second-highest probability (NULL for rows logged before
+    # revision 0003 and for a one-label model) and the top-k [{"intent", "probability"}]
+    Column("top2_confidence", Float, nullable=True),
+    Column("alternatives", JSON, nullable=True),
 )
 
 feedback = Table(

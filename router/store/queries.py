@@ -2,18 +2,29 @@
 
 The writer (`router.store.writer`) owns every write; what reads the tables for other purposes
 lives here, so no other package reaches into the router's tables: `switchboard retrain` reads
-the feedback with `feedback_rows` and hands plain rows to `training.retrain`.
+the feedback with `feedback_rows` and hands plain rows to `training.retrain`; `GET /v1/review`
+and `switchboard review export` read the review queue with `review_queue`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+import hashlib
+import unicodedata
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, get_args
 
-from sqlalchemy import Row, select
+from sqlalchemy import Engine, Row, exists, select
 
 from router.store.db import create_db_engine
 from router.store.models import feedback, requests
+
+ReviewStrategy = Literal["uncertainty", "fallback", "disagreement", "random"]
+REVIEW_STRATEGIES: tuple[str, ...] = get_args(ReviewStrategy)
+REVIEW_LIMIT_MAX = 1000
+SCAN_LIMIT = 50_000  # candidate rows a review query reads at most (the newest that match)
 
 
 def feedback_rows(
@@ -40,5 +51,169 @@ def feedback_rows(
     try:
         with engine.connect() as conn:
             return conn.execute(query).all()
+    finally:
+        engine.dispose()
+
+
+# -- the review queue ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """One distinct text waiting for a person: the request shown, and every request with the same
+    (normalised) text among the candidates."""
+
+    request_id: str
+    text: str
+    predicted_intent: str  # the answer given (the escalation LLM's, when it overruled the model)
+    confidence: float  # the tuned model's top-1 probability
+    margin: float | None  # confidence - top2_confidence; None when top-2 was not logged
+    alternatives: list[dict[str, Any]]  # top-k [{"intent", "probability"}]; [] before rev. 0003
+    route: str
+    fallback: bool
+    fallback_reason: str | None
+    model_version: str
+    created_at: datetime
+    escalation: str | None
+    request_ids: list[str] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.request_ids)
+
+
+def normalise_text(text: str) -> str:
+    """The duplicate key of a query: Unicode-compatibility folded (NFKC), case-folded, whitespace
+    collapsed, punctuation at either end stripped. "Why is my BILL so high??" and "why is my bill
+    so high" are one text; a text of punctuation only keeps its punctuation."""
+    folded = " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    start, end = 0, len(folded)
+    while start < end and _edge(folded[start]):
+        start += 1
+    while end > start and _edge(folded[end - 1]):
+        end -= 1
+    return folded[start:end] or folded
+
+
+def _edge(char: str) -> bool:
+    return char.isspace() or unicodedata.category(char)[0] in "PS"  # punctuation, symbols
+
+
+_QUEUE_COLUMNS = (
+    "id", "text", "intent", "confidence", "top2_confidence", "alternatives", "route", "fallback",
+    "fallback_reason", "model_version", "created_at", "escalation",
+)  # fmt: skip
+
+
+def review_queue(
+    engine_or_url: Engine | str,
+    *,
+    strategy: ReviewStrategy = "uncertainty",
+    limit: int = 50,
+    since: datetime | None = None,
+    model_version: str | None = None,
+    route: str | None = None,
+    intent: str | None = None,
+    seed: int = 0,
+    scan_limit: int = SCAN_LIMIT,
+) -> list[QueueItem]:
+    """Logged requests worth a person's time: no feedback yet, text stored, matching the filters
+    (`since`: created at or after; `model_version`, `route`, `intent`: equal), best first.
+
+    - `uncertainty`: smallest margin (top-1 minus top-2 probability) first; rows logged without
+      a top-2 probability (before schema revision 0003, or a one-label model) last.
+    - `fallback`: requests the policy sent to the fallback route, newest first.
+    - `disagreement`: requests the escalation LLM overruled (cascade mode), newest first.
+    - `random`: a seeded random sample, the control group: each candidate is ranked by a hash of
+      its id and `seed`, so one seed gives the same order for the same rows, and a new row does
+      not reshuffle the others.
+
+    Texts that are equal after `normalise_text` are one item: the first in the strategy's order
+    is shown, `request_ids` lists every candidate with that text. A text with feedback on any of
+    its requests is labelled already and is left out with all its copies. At most `limit` items
+    (1..1000).
+
+    The work is bounded: only the newest `scan_limit` candidate rows (default 50,000) that match
+    the strategy and the filters are read and ranked, so on a larger log the uncertainty and
+    random orders are those of the most recent traffic. Narrow it with `since` and the filters.
+    """
+    if strategy not in REVIEW_STRATEGIES:
+        raise ValueError(f"unknown review strategy {strategy!r} (one of {', '.join(REVIEW_STRATEGIES)})")
+    if not 1 <= limit <= REVIEW_LIMIT_MAX:
+        raise ValueError(f"limit must be between 1 and {REVIEW_LIMIT_MAX}, not {limit}")
+    if scan_limit < 1:
+        raise ValueError(f"scan_limit must be at least 1, not {scan_limit}")
+    r = requests
+    query = (
+        select(*(r.c[name] for name in _QUEUE_COLUMNS))
+        .where(r.c.text.is_not(None))
+        .where(~exists().where(feedback.c.request_id == r.c.id))
+        .order_by(r.c.created_at.desc(), r.c.id.desc())
+        .limit(scan_limit)
+    )
+    if strategy == "fallback":
+        query = query.where(r.c.fallback.is_(True))
+    elif strategy == "disagreement":
+        query = query.where(r.c.escalation == "overruled")
+    if since is not None:
+        query = query.where(r.c.created_at >= _utc(since))
+    for column, value in ((r.c.model_version, model_version), (r.c.route, route), (r.c.intent, intent)):
+        if value is not None:
+            query = query.where(column == value)
+    labelled_query = (
+        select(r.c.text).join(feedback, feedback.c.request_id == r.c.id).where(r.c.text.is_not(None))
+    )
+    with _connected(engine_or_url) as engine, engine.connect() as conn:
+        rows = conn.execute(query).all()  # newest first
+        labelled = {normalise_text(text) for text in conn.execute(labelled_query).scalars()}
+    # a text a person has labelled once (on any of its requests) needs no second look
+    candidates = [item for item in map(_item, rows) if normalise_text(item.text) not in labelled]
+    if strategy == "uncertainty":
+        candidates.sort(key=lambda c: (c.margin is None, c.margin or 0.0))  # stable: newest first
+    elif strategy == "random":
+        candidates.sort(key=lambda c: hashlib.sha256(f"{seed}:{c.request_id}".encode()).digest())
+    return _collapse(candidates, limit)
+
+
+def _collapse(ordered: Sequence[QueueItem], limit: int) -> list[QueueItem]:
+    """One item per normalised text, in order; each collects its duplicates' request ids."""
+    by_text: dict[str, QueueItem] = {}
+    for candidate in ordered:
+        first = by_text.setdefault(normalise_text(candidate.text), candidate)
+        first.request_ids.append(candidate.request_id)
+    return list(by_text.values())[:limit]
+
+
+def _item(row: Row[Any]) -> QueueItem:
+    top2 = row.top2_confidence
+    return QueueItem(
+        request_id=row.id,
+        text=row.text,
+        predicted_intent=row.intent,
+        confidence=row.confidence,
+        margin=None if top2 is None else round(row.confidence - top2, 6),
+        alternatives=list(row.alternatives or []),
+        route=row.route,
+        fallback=row.fallback,
+        fallback_reason=row.fallback_reason,
+        model_version=row.model_version,
+        created_at=_utc(row.created_at),
+        escalation=row.escalation,
+    )
+
+
+def _utc(value: datetime) -> datetime:
+    """Aware UTC: SQLite keeps no zone (everything is written in UTC); naive input means UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@contextmanager
+def _connected(engine_or_url: Engine | str) -> Iterator[Engine]:
+    if not isinstance(engine_or_url, str):
+        yield engine_or_url
+        return
+    engine = create_db_engine(engine_or_url)
+    try:
+        yield engine
     finally:
         engine.dispose()

@@ -71,6 +71,8 @@ class RequestRecord(NamedTuple):
     meta: dict[str, Any] | None
     escalation: str | None = None  # outcome, when the query was escalated (cascade mode)
     escalation_model: str | None = None
+    top2_confidence: float | None = None  # the second-highest probability (None: one-label model)
+    alternatives: list[dict[str, Any]] | None = None  # top-k [{"intent", "probability"}]
 
 
 @dataclass(frozen=True)
@@ -313,7 +315,7 @@ class RequestLog:
         with self.engine.begin() as conn:
             if records:
                 conn.execute(_insert_ignore(conn, requests_table), [_row(r) for r in records])
-            return [_store_feedback(conn, item) for item in feedback]
+            return [store_feedback(conn, item) for item in feedback]
 
 
 def _row(r: RequestRecord) -> dict[str, Any]:
@@ -331,6 +333,8 @@ def _row(r: RequestRecord) -> dict[str, Any]:
         "meta": r.meta,
         "escalation": r.escalation,
         "escalation_model": r.escalation_model,
+        "top2_confidence": r.top2_confidence,
+        "alternatives": r.alternatives,
     }
 
 
@@ -348,7 +352,10 @@ def _insert_ignore(conn: Connection, table: Table) -> Insert:
     return insert(table)
 
 
-def _store_feedback(conn: Connection, item: FeedbackItem) -> FeedbackResult:
+def store_feedback(conn: Connection, item: FeedbackItem) -> FeedbackResult:
+    """Store one feedback item on `conn` (in the caller's transaction), idempotently: a repeat
+    of its key returns the stored row as `replayed`. The writer task and `switchboard feedback
+    import` both store feedback through this one function."""
     existing = _feedback_by_key(conn, item)
     if existing is not None:
         return existing

@@ -1,0 +1,627 @@
+"""Learning-loop benchmark: does the feedback loop make the served model better, through the product?
+
+Run:   python benchmarks/learning_loop.py [--dataset banking77] [--scenarios cold_start,new_intents]
+Smoke: python benchmarks/learning_loop.py --dataset data/sample --quick   (minutes; writes no docs)
+
+Everything goes through the real product: `switchboard train` and `models register` for the first
+champion, `switchboard serve` on the registry (request log in SQLite), traffic over HTTP, review
+items from `GET /v1/review`, labels posted to `POST /v1/feedback` (the benchmark plays the reviewer
+with the dataset's true labels), `switchboard retrain` (the gate decides), and
+`POST /v1/admin/reload` while a load thread keeps routing (failed requests are counted). The
+served model's accuracy is measured by routing the official test split through the router.
+
+1. Cold start: the champion learns from `--seed-per-intent` labelled examples per intent of the
+   training data; the rest is traffic, in `--rounds` rounds; each round the reviewer labels
+   `--labels-per-round` queries the review queue picks (`uncertainty`; `random` is the control).
+2. New intents: the champion is trained without `--new-intents` intents (chosen by seed); they are
+   added as pending intents; the reviewer labels what the queue surfaces until each new intent has
+   `--labels-per-new-intent` labels; retrain (the head grows), promote, reload.
+
+Resumable: each scenario keeps its state (registry, store, finished rounds) under `--work`; rerun
+the same command to continue. Results: benchmarks/results/learning_loop.json, a learning-curve
+PNG in docs/images/ and the "Learning loop" section of docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.markdown import machine_info, machine_line, replace_section  # noqa: E402
+from router.devserver import DevServer  # noqa: E402
+
+TOKEN = "learning-loop-benchmark-admin-token"
+BATCH = 64
+RESULTS = REPO / "benchmarks" / "results" / "learning_loop.json"
+CURVE = REPO / "docs" / "images" / "learning-loop-cold-start.png"
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Data:
+    name: str
+    train: list[tuple[str, str]]  # every labelled training example (train + validation splits)
+    test: list[tuple[str, str]]
+    routes: dict[str, str]
+    truth: dict[str, str] = field(default_factory=dict)  # text -> label, for the reviewer
+
+    @property
+    def labels(self) -> list[str]:
+        return sorted({y for _, y in self.train})
+
+
+def load(dataset: str) -> Data:
+    from training.data import load_dataset
+
+    ds = load_dataset(dataset)
+    rows = list(zip(ds.train.texts, ds.train.labels, strict=True))
+    if ds.validation is not None:
+        rows += list(zip(ds.validation.texts, ds.validation.labels, strict=True))
+    if ds.test is None:
+        raise SystemExit(f"{dataset}: needs a test split")
+    test = list(zip(ds.test.texts, ds.test.labels, strict=True))
+    data = Data(ds.name, rows, test, dict(ds.routes))
+    for text, label in rows + test:
+        data.truth.setdefault(text, label)
+    return data
+
+
+def per_intent(rows: list[tuple[str, str]], k: int, seed: int) -> tuple[list, list]:
+    """(k seeded examples of every intent, the rest in a seeded order)."""
+    by_label: dict[str, list[tuple[str, str]]] = {}
+    for row in rows:
+        by_label.setdefault(row[1], []).append(row)
+    rng = random.Random(seed)
+    chosen, rest = [], []
+    for label in sorted(by_label):
+        items = by_label[label][:]
+        rng.shuffle(items)
+        chosen += items[:k]
+        rest += items[k:]
+    rng.shuffle(rest)
+    return chosen, rest
+
+
+def write_dataset(directory: Path, train: list, test: list, routes: dict[str, str]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("train.csv", train), ("test.csv", test)):
+        with (directory / name).open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["text", "label"])
+            writer.writerows(rows)
+    if routes:
+        import yaml
+
+        (directory / "routes.yaml").write_text(yaml.safe_dump({"routes": routes}, sort_keys=True))
+    return directory
+
+
+# -- the product, driven from outside -------------------------------------------------------------
+
+
+def cli(args: list[str], log: Path) -> tuple[int, float]:
+    """`switchboard ARGS` as a process; (exit code, seconds)."""
+    started = time.perf_counter()
+    with log.open("a") as fh:
+        fh.write(f"\n$ switchboard {' '.join(args)}\n")
+        fh.flush()
+        rc = subprocess.run(
+            [sys.executable, "-m", "router.cli", *args], stdout=fh, stderr=subprocess.STDOUT, cwd=REPO
+        ).returncode
+    return rc, time.perf_counter() - started
+
+
+def train_champion(data_dir: Path, out: Path, log: Path, overrides: list[str]) -> Path:
+    if (out / "metrics.json").is_file():
+        return out
+    rc, seconds = cli(
+        [
+            "train",
+            "-c",
+            "configs/minilm-cpu.yaml",
+            "-d",
+            str(data_dir),
+            "-o",
+            str(out),
+            "--no-progress",
+            *overrides,
+        ],
+        log,
+    )
+    if rc != 0:
+        raise SystemExit(f"training the champion failed (exit {rc}); see {log}")
+    print(f"  champion trained in {seconds / 60:.1f} min")
+    return out
+
+
+class Loop:
+    """One scenario's registry, store and router."""
+
+    def __init__(self, root: Path, quick: bool) -> None:
+        self.root = root
+        self.registry = root / "registry"
+        self.database_url = f"sqlite:///{root / 'store.db'}"
+        self.log = root / "commands.log"
+        self.state_file = root / "state.json"
+        self.state: dict[str, Any] = (
+            json.loads(self.state_file.read_text()) if self.state_file.is_file() else {}
+        )
+        env = {
+            "SWITCHBOARD_REGISTRY_DIR": str(self.registry),
+            "SWITCHBOARD_ADMIN_TOKEN": TOKEN,
+            "SWITCHBOARD_LOG_LEVEL": "warning",
+            "SWITCHBOARD_REQUEST_TIMEOUT_S": "60",
+            "SWITCHBOARD_MAX_BATCH": str(BATCH),
+        }
+        if quick:
+            env["SWITCHBOARD_EAGER"] = "true"
+        self.server = DevServer(None, self.database_url, log_path=root / "server.log", env=env)
+
+    def save(self) -> None:
+        self.state_file.write_text(json.dumps(self.state, indent=2))
+
+    def register(self, model_dir: Path) -> None:
+        if not (self.registry / "aliases.json").is_file():
+            rc, _ = cli(
+                ["models", "register", str(model_dir), "--alias", "champion", "-r", str(self.registry)],
+                self.log,
+            )
+            if rc != 0:
+                raise SystemExit(f"register failed; see {self.log}")
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.server.ensure_running().base_url,
+            timeout=120,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+
+    def route(self, texts: list[str]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        with self.client() as client:
+            for start in range(0, len(texts), BATCH):
+                r = client.post("/v1/route/batch", json={"texts": texts[start : start + BATCH]})
+                r.raise_for_status()
+                out += r.json()["results"]
+        return out
+
+    def accuracy(self, rows: list[tuple[str, str]]) -> float:
+        results = self.route([t for t, _ in rows])
+        return sum(r["intent"] == y for r, (_, y) in zip(results, rows, strict=True)) / len(rows)
+
+    def review(self, strategy: str, limit: int, since: str, seed: int) -> list[dict[str, Any]]:
+        with self.client() as client:
+            r = client.get(
+                "/v1/review", params={"strategy": strategy, "limit": limit, "since": since, "seed": seed}
+            )
+            r.raise_for_status()
+            return list(r.json()["items"])
+
+    def label(self, items: list[dict[str, Any]], truth: dict[str, str]) -> Counter[str]:
+        """The reviewer: posts each item's true intent (the queue then drops the text's copies)."""
+        posted: Counter[str] = Counter()
+        with self.client() as client:
+            for item in items:
+                label = truth[item["text"]]
+                r = client.post(
+                    "/v1/feedback",
+                    json={"request_id": item["request_id"], "correct_intent": label, "source": "benchmark"},
+                )
+                r.raise_for_status()
+                posted[label] += 1
+        return posted
+
+    def retrain(self, recipe: list[str]) -> tuple[int, float, dict[str, Any]]:
+        rc, seconds = cli(
+            [
+                "retrain",
+                "-r",
+                str(self.registry),
+                "--database-url",
+                self.database_url,
+                "--no-progress",
+                *recipe,
+            ],
+            self.log,
+        )
+        if rc not in (0, 10, 11):
+            raise SystemExit(f"retrain failed (exit {rc}); see {self.log}")
+        versions = sorted((self.registry / "versions").glob("v*/decision.json"))
+        decision = json.loads(versions[-1].read_text()) if versions and rc != 11 else {}
+        return rc, seconds, decision
+
+    def reload_under_load(self, texts: list[str]) -> tuple[int, int, str]:
+        """POST /v1/admin/reload while a thread keeps routing; (requests sent, failed, version)."""
+        stop = threading.Event()
+        counts = {"sent": 0, "failed": 0}
+
+        def load() -> None:
+            with httpx.Client(base_url=self.server.base_url, timeout=60) as client:
+                i = 0
+                while not stop.is_set():
+                    try:
+                        ok = client.post("/v1/route", json={"text": texts[i % len(texts)]}).status_code == 200
+                    except httpx.HTTPError:
+                        ok = False
+                    counts["sent"] += 1
+                    counts["failed"] += not ok
+                    i += 1
+
+        worker = threading.Thread(target=load, daemon=True)
+        worker.start()
+        time.sleep(1.0)
+        with self.client() as client:
+            r = client.post("/v1/admin/reload")
+            r.raise_for_status()
+            version = r.json()["model_version"]
+        time.sleep(1.0)
+        stop.set()
+        worker.join()
+        return counts["sent"], counts["failed"], version
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+# -- scenario 1: cold start ------------------------------------------------------------------------
+
+
+def cold_start(data: Data, args: argparse.Namespace, work: Path, strategy: str) -> dict[str, Any]:
+    seed_rows, traffic = per_intent(data.train, args.seed_per_intent, args.seed)
+    shared = work / "cold_start"
+    champion = train_champion(
+        write_dataset(shared / "seed-data", seed_rows, data.test, data.routes),
+        shared / "champion",
+        shared / "train.log",
+        args.train_override,
+    )
+    loop = Loop(work / "cold_start" / strategy, args.quick)
+    loop.root.mkdir(parents=True, exist_ok=True)
+    loop.register(champion)
+    rounds: list[dict[str, Any]] = loop.state.setdefault("rounds", [])
+    labels = len(seed_rows)
+    try:
+        if not rounds:
+            acc = loop.accuracy(data.test)
+            rounds.append(
+                {
+                    "round": 0,
+                    "labels": labels,
+                    "test_accuracy": acc,
+                    "promoted": None,
+                    "failed_requests": 0,
+                    "retrain_seconds": 0.0,
+                }
+            )
+            loop.save()
+            print(f"  [{strategy}] round 0: {labels} labels, served test accuracy {acc:.2%}")
+        per_round = -(-len(traffic) // args.rounds)
+        for r in range(len(rounds), args.rounds + 1):
+            labels = rounds[-1]["labels"]
+            chunk = traffic[(r - 1) * per_round : r * per_round]
+            since = now_iso()
+            loop.route([t for t, _ in chunk])
+            items = loop.review(strategy, args.labels_per_round, since, args.seed + r)
+            loop.label(items, data.truth)
+            labels += len(items)
+            rc, seconds, decision = loop.retrain(args.recipe)
+            sent = failed = 0
+            if rc == 0:
+                sent, failed, _ = loop.reload_under_load([t for t, _ in chunk[:200]])
+            acc = loop.accuracy(data.test)
+            rounds.append(
+                {
+                    "round": r,
+                    "labels": labels,
+                    "test_accuracy": acc,
+                    "promoted": rc == 0,
+                    "failed_requests": failed,
+                    "requests_during_reload": sent,
+                    "retrain_seconds": round(seconds, 1),
+                    "gate": decision.get("gate"),
+                    "reason": decision.get("reason"),
+                }
+            )
+            loop.save()
+            print(
+                f"  [{strategy}] round {r}: {labels} labels, promoted {rc == 0}, served test accuracy "
+                f"{acc:.2%}, retrain {seconds / 60:.1f} min, {failed}/{sent} failed during reload"
+            )
+    finally:
+        loop.server.stop()
+    return {"rounds": rounds}
+
+
+# -- scenario 2: new intents ------------------------------------------------------------------------
+
+
+def new_intents(data: Data, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    rng = random.Random(args.seed)
+    new = sorted(rng.sample(data.labels, args.new_intents))
+    old_train = [row for row in data.train if row[1] not in new]
+    if args.champion_per_intent:
+        old_train, _ = per_intent(old_train, args.champion_per_intent, args.seed)
+    new_pool = [row for row in data.train if row[1] in new]
+    old_test = [row for row in data.test if row[1] not in new]
+    new_test = [row for row in data.test if row[1] in new]
+    root = work / "new_intents"
+    champion = train_champion(
+        write_dataset(root / "data", old_train, old_test, data.routes),
+        root / "champion",
+        root / "train.log",
+        args.train_override,
+    )
+    loop = Loop(root / "loop", args.quick)
+    loop.root.mkdir(parents=True, exist_ok=True)
+    loop.register(champion)
+    state = loop.state
+    try:
+        if "before" not in state:
+            results = loop.route([t for t, _ in new_test])
+            fallback = sum(r["fallback"] for r in results) / len(results)
+            state["before"] = {"fallback_share": fallback, "misrouted_share": 1 - fallback}
+            state["old_accuracy_champion"] = loop.accuracy(old_test)
+            loop.save()
+        for intent in new:
+            route = data.routes.get(intent, f"{intent}_desk")
+            cli(["intents", "add", intent, "--route", route, "-r", str(loop.registry)], loop.log)
+        if "posted" not in state:
+            # traffic: the new intents' queries among as many old ones, as they would arrive
+            old_sample = random.Random(args.seed).sample(old_train, min(len(old_train), len(new_pool)))
+            traffic = new_pool + old_sample
+            random.Random(args.seed + 1).shuffle(traffic)
+            loop.server.stop()
+            loop.server.ensure_running()  # the router reads the new pending intents at load
+            since = now_iso()
+            loop.route([t for t, _ in traffic])
+            posted: Counter[str] = Counter()
+            reviewed = 0
+            while min(posted[i] for i in new) < args.labels_per_new_intent and reviewed < args.review_budget:
+                items = loop.review("uncertainty", 100, since, args.seed)
+                if not items:
+                    break
+                # the reviewer labels new-intent queries until each has enough, and old ones as they come
+                chosen = [
+                    it
+                    for it in items
+                    if data.truth[it["text"]] not in new
+                    or posted[data.truth[it["text"]]] < args.labels_per_new_intent
+                ]
+                posted += loop.label(chosen, data.truth)
+                reviewed += len(items)
+            state["posted"] = dict(posted)
+            state["reviewed"] = reviewed
+            loop.save()
+        if "decision" not in state:
+            rc, seconds, decision = loop.retrain(args.new_intent_recipe)
+            sent = failed = 0
+            if rc == 0:
+                sent, failed, _ = loop.reload_under_load([t for t, _ in old_test[:200]])
+            results = loop.route([t for t, _ in new_test])
+            state.update(
+                decision={
+                    "exit": rc,
+                    "reason": decision.get("reason"),
+                    "gate": decision.get("gate"),
+                    "intents": decision.get("intents"),
+                },
+                promoted=rc == 0,
+                retrain_seconds=round(seconds, 1),
+                failed_requests=failed,
+                requests_during_reload=sent,
+                new_recall=sum(r["intent"] == y for r, (_, y) in zip(results, new_test, strict=True))
+                / len(new_test),
+                old_accuracy_challenger=loop.accuracy(old_test),
+            )
+            loop.save()
+    finally:
+        loop.server.stop()
+    return {
+        "intents": new,
+        "champion_train_examples": len(old_train),
+        "labels_posted": state["posted"],
+        "items_reviewed": state["reviewed"],
+        **{
+            k: state[k]
+            for k in (
+                "before",
+                "old_accuracy_champion",
+                "old_accuracy_challenger",
+                "new_recall",
+                "promoted",
+                "retrain_seconds",
+                "failed_requests",
+                "decision",
+            )
+        },
+    }
+
+
+# -- report -------------------------------------------------------------------------------------------
+
+
+def plot(cold: dict[str, Any], full: float | None, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for strategy, result in cold.items():
+        rounds = result["rounds"]
+        ax.plot(
+            [r["labels"] for r in rounds], [100 * r["test_accuracy"] for r in rounds], "o-", label=strategy
+        )
+    if full is not None:
+        ax.axhline(100 * full, color="grey", ls="--", label=f"all training data ({100 * full:.1f}%)")
+    ax.set_xlabel("labelled examples (seed set + reviewed feedback)")
+    ax.set_ylabel("served model: test accuracy (%)")
+    ax.set_title("Cold start: accuracy of the served model after each retrain")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [machine_line(result["machine"]), "", f"Command: `{result['command']}`.", ""]
+    cold = result.get("cold_start")
+    if cold:
+        recipe = " ".join(result["recipe"])
+        lines += [
+            f"**Cold start** ({result['dataset']}; champion: {result['seed_per_intent']} examples per "
+            f"intent; {result['labels_per_round']} reviewed labels per round; retrain `{recipe}`). "
+            f"Full-data model: {_pct(result.get('full_data_test_accuracy'))}.",
+            "",
+            "| strategy | round | labels | served test accuracy | promoted | failed at reload | retrain |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for strategy, r in cold.items():
+            for row in r["rounds"]:
+                promoted = "-" if row["promoted"] is None else row["promoted"]
+                lines.append(
+                    f"| {strategy} | {row['round']} | {row['labels']} | {_pct(row['test_accuracy'])} | "
+                    f"{promoted} | {row['failed_requests']} | {row['retrain_seconds'] / 60:.1f} min |"
+                )
+        lines += ["", f"![cold start learning curve](images/{CURVE.name})", ""]
+    new = result.get("new_intents")
+    if new:
+        before = new["before"]
+        lines += [
+            f"**New intents** ({', '.join(new['intents'])}; champion trained without them on "
+            f"{new['champion_train_examples']} examples; retrain `{' '.join(result['new_intent_recipe'])}`).",
+            f"Before: {_pct(before['fallback_share'])} of their test queries went to the fallback route, "
+            f"{_pct(before['misrouted_share'])} were silently misrouted. "
+            f"Labels posted: {new['labels_posted']} ({new['items_reviewed']} review items read).",
+            f"After the retrain (promoted: {new['promoted']}): recall on the new intents "
+            f"{_pct(new['new_recall'])}; old intents {_pct(new['old_accuracy_champion'])} → "
+            f"{_pct(new['old_accuracy_challenger'])}; {new['failed_requests']} failed at the reload.",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    from training.formatting import pct
+
+    return pct(value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dataset", default="banking77")
+    parser.add_argument("--scenarios", default="cold_start,new_intents")
+    parser.add_argument("--strategies", default="uncertainty,random")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed-per-intent", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--labels-per-round", type=int, default=300)
+    parser.add_argument("--new-intents", type=int, default=5)
+    parser.add_argument("--labels-per-new-intent", type=int, default=20)
+    parser.add_argument(
+        "--review-budget", type=int, default=3000, help="most review items read (new intents)"
+    )
+    parser.add_argument(
+        "--champion-per-intent", type=int, default=0, help="new intents: cap the champion's data"
+    )
+    parser.add_argument(
+        "--recipe",
+        nargs="*",
+        default=["--start-from", "base", "--feedback-weight", "1", "--holdout", "0.2"],
+        help="cold start: `switchboard retrain` options",
+    )
+    parser.add_argument(
+        "--new-intent-recipe",
+        nargs="*",
+        default=[
+            "--start-from",
+            "champion",
+            "--lr-factor",
+            "0.3",
+            "--min-examples",
+            "10",
+            "--holdout",
+            "0.2",
+        ],
+        help="new intents: `switchboard retrain` options",
+    )
+    parser.add_argument("--train-override", nargs="*", default=[], help="section.key=value for champions")
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "learning_loop")
+    parser.add_argument("--quick", action="store_true", help="smoke run: writes no results or docs")
+    args = parser.parse_args()
+    os.environ.setdefault("SWITCHBOARD_DATA_DIR", str(REPO.parent / "shared" / "datasets"))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    data = load(args.dataset)
+    work = args.work / data.name
+    work.mkdir(parents=True, exist_ok=True)
+    print(
+        f"{data.name}: {len(data.train)} labelled examples, {len(data.test)} test, {len(data.labels)} intents"
+    )
+    scenarios = args.scenarios.split(",")
+    result: dict[str, Any] = {
+        "dataset": data.name,
+        "host": machine_info()["cpu"],
+        "machine": machine_info(),
+        "command": "python benchmarks/learning_loop.py " + " ".join(sys.argv[1:]),
+        "seed": args.seed,
+        "seed_per_intent": args.seed_per_intent,
+        "labels_per_round": args.labels_per_round,
+        "recipe": args.recipe,
+        "new_intent_recipe": args.new_intent_recipe,
+        "full_data_test_accuracy": _full_data_accuracy(data.name),
+    }
+    if "cold_start" in scenarios:
+        result["cold_start"] = {s: cold_start(data, args, work, s) for s in args.strategies.split(",")}
+    if "new_intents" in scenarios:
+        result["new_intents"] = new_intents(data, args, work)
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2, default=str)[:4000])
+    if args.quick:
+        return
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    merged = {**previous, **result}
+    RESULTS.write_text(json.dumps(merged, indent=2, default=str) + "\n")
+    if "cold_start" in merged:
+        plot(merged["cold_start"], merged.get("full_data_test_accuracy"), CURVE)
+    replace_section(REPO / "docs" / "BENCHMARKS.md", "learning_loop", "Learning loop", markdown(merged))
+
+
+def _full_data_accuracy(name: str) -> float | None:
+    """The full-data model's test accuracy from the training benchmark, when it has this dataset."""
+    path = REPO / "benchmarks" / "results" / "train.json"
+    if not path.is_file():
+        return None
+    for entry in json.loads(path.read_text()).get("datasets", []):
+        if entry.get("dataset") == name:
+            for system, scores in entry.get("systems", {}).items():
+                if system.startswith("MiniLM"):
+                    return float(scores["accuracy"])
+    return None
+
+
+if __name__ == "__main__":
+    main()
