@@ -68,7 +68,12 @@ class RetrainOptions:
     holdout_fraction: float = 0.2
     feedback_weight: int = 3  # each feedback example appears this many times in train
     test_margin: float = 0.005  # the challenger may lose at most this much test accuracy
-    start_from: Literal["champion", "base"] = "champion"
+    # auto: from the base when the feedback is a large part of what the line has learnt (at least
+    # `base_share` of the original training examples: a cold start, where a full retrain on
+    # everything is both cheap and what learns most), else from the champion (its head grown for
+    # new intents), which keeps what a large original dataset taught it.
+    start_from: Literal["auto", "champion", "base"] = "auto"
+    base_share: float = 0.25
     # From the champion, the recipe's learning rates are scaled by this: its weights are tuned
     # already, and another epoch at the recipe's peak rate walks them away from what they knew
     # (Banking77: -0.71 points on unseen queries at 1.0, none at 0.1; docs/BENCHMARKS.md). An
@@ -155,7 +160,10 @@ def _retrain(
         config.model.label_renames = {}
         if config.optim.head_init == "grow":  # a retrained champion's recipe; from the base: fresh
             config.optim.head_init = "random"
-        if opts.start_from == "champion":
+        start_from = opts.start_from
+        if start_from == "auto":
+            start_from = "base" if len(usable) >= opts.base_share * len(base.train) else "champion"
+        if start_from == "champion":
             config.model.base_model = str(champion.path)
             # the champion's head rows by name, rows fitted for new intents (training.head_growth)
             config.optim.head_init = "grow"
@@ -165,7 +173,8 @@ def _retrain(
                 if config.optim.head_learning_rate is not None:
                     config.optim.head_learning_rate *= opts.continue_lr_factor
         report["training"] = {
-            "start_from": opts.start_from,
+            "start_from": start_from,
+            "start_from_option": opts.start_from,
             "learning_rate": config.optim.learning_rate,
             "head_learning_rate": config.optim.head_learning_rate,
             "epochs": config.optim.epochs,

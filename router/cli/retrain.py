@@ -17,6 +17,7 @@ from router.cli._common import DEFAULT_REGISTRY, ProgressOpt, RegistryOpt, fail,
 
 
 class StartFrom(StrEnum):
+    auto = "auto"
     champion = "champion"
     base = "base"
 
@@ -39,8 +40,13 @@ def retrain(
     test_margin: Annotated[float, typer.Option(help="Allowed test-accuracy loss (0.005 = 0.5 pt).")] = 0.005,
     start_from: Annotated[
         StartFrom,
-        typer.Option(case_sensitive=False, help="champion: fine-tune its weights; base: the recipe's model."),
-    ] = StartFrom.champion,
+        typer.Option(
+            case_sensitive=False,
+            help="auto: base when the feedback is >= 25% of the original training data (a cold start), "
+            "else champion; champion: fine-tune its weights (head grown for new intents); base: retrain "
+            "the recipe's model on everything.",
+        ),
+    ] = StartFrom.auto,
     lr_factor: Annotated[
         float,
         typer.Option(help="From the champion: scale the recipe's learning rates by this.", min=0.0),
@@ -70,7 +76,7 @@ def retrain(
                 holdout_fraction=holdout,
                 feedback_weight=feedback_weight,
                 test_margin=test_margin,
-                start_from=cast(Literal["champion", "base"], start_from.value),
+                start_from=cast(Literal["auto", "champion", "base"], start_from.value),
                 continue_lr_factor=lr_factor,
                 overrides=list(overrides or []),
                 promote=not dry_run,
