@@ -17,6 +17,9 @@ served model's accuracy is measured by routing the official test split through t
    added as pending intents; the reviewer labels what the queue surfaces until each new intent has
    `--labels-per-new-intent` labels; retrain (the head grows), promote, reload.
 
+3. The gate says no: a challenger that can only be better by chance (20 true labels, 16 of them
+   held out) and one trained on deliberately corrupted labels are refused.
+
 Resumable: each scenario keeps its state (registry, store, finished rounds) under `--work`; rerun
 the same command to continue. Results: benchmarks/results/learning_loop.json, a learning-curve
 PNG in docs/images/ and the "Learning loop" section of docs/BENCHMARKS.md.
@@ -174,7 +177,7 @@ class Loop:
         }
         if quick:
             env["SWITCHBOARD_EAGER"] = "true"
-        self.server = DevServer(None, self.database_url, log_path=root / "server.log", env=env)
+        self.server = DevServer(None, database_url=self.database_url, log_path=root / "server.log", env=env)
 
     def save(self) -> None:
         self.state_file.write_text(json.dumps(self.state, indent=2))
@@ -457,6 +460,59 @@ def new_intents(data: Data, args: argparse.Namespace, work: Path) -> dict[str, A
     }
 
 
+# -- scenario 3: the gate says no ----------------------------------------------------------------------
+
+
+def gate_refusals(data: Data, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Two challengers the gate must refuse, each from the cold-start champion on its own registry:
+    (a) a few true labels, most held out: any gain on them is chance; (b) labels deliberately
+    corrupted (a seeded wrong intent for every reviewed query)."""
+    seed_rows, traffic = per_intent(data.train, args.seed_per_intent, args.seed)
+    shared = work / "cold_start"
+    champion = train_champion(
+        write_dataset(shared / "seed-data", seed_rows, data.test, data.routes),
+        shared / "champion",
+        shared / "train.log",
+        args.train_override,
+    )
+    out: dict[str, Any] = {}
+    cases = {
+        "chance": dict(labels=20, corrupt=False, recipe=["--min-feedback", "10", "--holdout", "0.8"]),
+        "corrupted": dict(labels=args.labels_per_round, corrupt=True, recipe=["--feedback-weight", "1"]),
+    }
+    for name, case in cases.items():
+        loop = Loop(work / "gate" / name, args.quick)
+        loop.root.mkdir(parents=True, exist_ok=True)
+        loop.register(champion)
+        if "decision" not in loop.state:
+            try:
+                since = now_iso()
+                loop.route([t for t, _ in traffic[: 5 * int(case["labels"])]])
+                items = loop.review("random", int(case["labels"]), since, args.seed)
+                truth = dict(data.truth)
+                if case["corrupt"]:
+                    rng = random.Random(args.seed)
+                    for item in items:
+                        right = truth[item["text"]]
+                        truth[item["text"]] = rng.choice([y for y in data.labels if y != right])
+                loop.label(items, truth)
+            finally:
+                loop.server.stop()
+            rc, seconds, decision = loop.retrain(list(case["recipe"]))  # type: ignore[arg-type]
+            loop.state["decision"] = {
+                "labels": len(items),
+                "promoted": rc == 0,
+                "exit": rc,
+                "reason": decision.get("reason"),
+                "gate": decision.get("gate"),
+                "retrain_seconds": round(seconds, 1),
+            }
+            loop.save()
+        out[name] = loop.state["decision"]
+        print(f"  [gate/{name}] promoted {out[name]['promoted']}: {out[name]['reason']}")
+    return out
+
+
 # -- report -------------------------------------------------------------------------------------------
 
 
@@ -519,6 +575,13 @@ def markdown(result: dict[str, Any]) -> str:
             f"{_pct(new['old_accuracy_challenger'])}; {new['failed_requests']} failed at the reload.",
             "",
         ]
+    gate = result.get("gate")
+    if gate:
+        lines += ["**The gate says no** (each from the cold-start champion):", ""]
+        lines += ["| case | labels | promoted | the gate's reason |", "| --- | --- | --- | --- |"]
+        for name, d in gate.items():
+            lines.append(f"| {name} | {d['labels']} | {d['promoted']} | {d['reason']} |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -533,7 +596,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--dataset", default="banking77")
-    parser.add_argument("--scenarios", default="cold_start,new_intents")
+    parser.add_argument("--scenarios", default="cold_start,new_intents,gate")
     parser.add_argument("--strategies", default="uncertainty,random")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--seed-per-intent", type=int, default=10)
@@ -550,23 +613,14 @@ def main() -> None:
     parser.add_argument(
         "--recipe",
         nargs="*",
-        default=["--start-from", "base", "--feedback-weight", "1", "--holdout", "0.2"],
-        help="cold start: `switchboard retrain` options",
+        default=["--feedback-weight", "1"],
+        help="cold start: `switchboard retrain` options (default: the product's, auto -> from the base)",
     )
     parser.add_argument(
         "--new-intent-recipe",
         nargs="*",
-        default=[
-            "--start-from",
-            "champion",
-            "--lr-factor",
-            "0.3",
-            "--min-examples",
-            "10",
-            "--holdout",
-            "0.2",
-        ],
-        help="new intents: `switchboard retrain` options",
+        default=["--min-examples", "10"],
+        help="new intents: `switchboard retrain` options (default: the product's, auto -> from the champion)",
     )
     parser.add_argument("--train-override", nargs="*", default=[], help="section.key=value for champions")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "learning_loop")
@@ -598,6 +652,8 @@ def main() -> None:
         result["cold_start"] = {s: cold_start(data, args, work, s) for s in args.strategies.split(",")}
     if "new_intents" in scenarios:
         result["new_intents"] = new_intents(data, args, work)
+    if "gate" in scenarios:
+        result["gate"] = gate_refusals(data, args, work)
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2, default=str)[:4000])
     if args.quick:
         return

@@ -14,12 +14,15 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 console = Console()
 err_console = Console(stderr=True)
@@ -130,3 +133,37 @@ RegistryOpt = Annotated[
     Path,
     typer.Option("--registry", "-r", envvar="SWITCHBOARD_REGISTRY", help="Registry directory."),
 ]
+
+
+DatabaseUrlOpt = Annotated[
+    str, typer.Option(envvar="SWITCHBOARD_DATABASE_URL", help="The router's store (SQLAlchemy URL).")
+]
+DEFAULT_DATABASE_URL = "sqlite:///switchboard.db"
+
+
+@contextmanager
+def open_store(database_url: str) -> Iterator[Engine]:
+    """The store's engine, once its schema is known to be this version's (exit 2 otherwise);
+    database errors while it is open become one line and exit 2."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from router.store import create_db_engine, current_revision, head_revision
+
+    with user_errors():
+        engine = create_db_engine(database_url)
+    where = engine.url.render_as_string(hide_password=True)
+    try:
+        revision = current_revision(engine)
+        if revision is None:
+            fail(f"no request log at {where}: no router has used this database")
+        if revision != head_revision():
+            fail(
+                f"the request log at {where} is at schema revision {revision}, this version needs "
+                f"{head_revision()}: start the router once, or run `python -m router.store.db URL`"
+            )
+        yield engine
+    except SQLAlchemyError as err:
+        first = str(getattr(err, "orig", None) or err).strip().splitlines()
+        fail(f"cannot read the request log at {where}: {type(err).__name__}: {first[0] if first else ''}")
+    finally:
+        engine.dispose()

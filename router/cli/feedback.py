@@ -22,8 +22,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from router.cli._common import DEFAULT_REGISTRY, console, fail, require_dir, user_errors
-from router.cli.review import DEFAULT_DATABASE_URL, DatabaseUrlOpt, open_store
+from router.cli._common import (
+    DEFAULT_DATABASE_URL,
+    DEFAULT_REGISTRY,
+    DatabaseUrlOpt,
+    console,
+    fail,
+    open_store,
+    require_dir,
+    user_errors,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine

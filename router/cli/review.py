@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -18,11 +16,9 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
-from router.cli._common import console, fail, user_errors
+from router.cli._common import DEFAULT_DATABASE_URL, DatabaseUrlOpt, console, fail, open_store
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
-
     from router.store.queries import QueueItem, ReviewStrategy
 
 app = typer.Typer(help="The review queue: logged requests worth labelling, as files.", no_args_is_help=True)
@@ -50,40 +46,6 @@ def iso_datetime(value: str) -> datetime:
         return datetime.fromisoformat(value)
     except ValueError:
         raise typer.BadParameter(f"not an ISO 8601 time: {value!r}") from None
-
-
-DatabaseUrlOpt = Annotated[
-    str, typer.Option(envvar="SWITCHBOARD_DATABASE_URL", help="The router's store (SQLAlchemy URL).")
-]
-DEFAULT_DATABASE_URL = "sqlite:///switchboard.db"
-
-
-@contextmanager
-def open_store(database_url: str) -> Iterator[Engine]:
-    """The store's engine, once its schema is known to be this version's (exit 2 otherwise);
-    database errors while it is open become one line and exit 2."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from router.store import create_db_engine, current_revision, head_revision
-
-    with user_errors():
-        engine = create_db_engine(database_url)
-    where = engine.url.render_as_string(hide_password=True)
-    try:
-        revision = current_revision(engine)
-        if revision is None:
-            fail(f"no request log at {where}: no router has used this database")
-        if revision != head_revision():
-            fail(
-                f"the request log at {where} is at schema revision {revision}, this version needs "
-                f"{head_revision()}: start the router once, or run `python -m router.store.db URL`"
-            )
-        yield engine
-    except SQLAlchemyError as err:
-        first = str(getattr(err, "orig", None) or err).strip().splitlines()
-        fail(f"cannot read the request log at {where}: {type(err).__name__}: {first[0] if first else ''}")
-    finally:
-        engine.dispose()
 
 
 @app.command("export")
