@@ -161,6 +161,7 @@ def test_corrective_feedback_promotes_a_better_challenger_and_rollback_restores(
             holdout_fraction=0.5,  # enough held-out corrections for the paired test to decide
             feedback_weight=3,
             overrides=["optim.max_steps=24"],
+            start_from="champion",
             continue_lr_factor=1.0,  # a barely trained champion: 24 steps at the full rate
         ),
         stored_feedback(url),
@@ -202,6 +203,7 @@ def test_worse_challenger_is_refused(world: dict, tmp_path: Path) -> None:
             min_feedback=5,
             feedback_weight=5,
             overrides=["optim.max_steps=24"],
+            start_from="champion",
             continue_lr_factor=1.0,  # a barely trained champion: 24 steps at the full rate
         ),
         stored_feedback(url),
