@@ -404,12 +404,12 @@ def new_intents(data: Data, args: argparse.Namespace, work: Path) -> dict[str, A
                 if not items:
                     break
                 # the reviewer labels new-intent queries until each has enough, and old ones as they come
-                chosen = [
-                    it
-                    for it in items
-                    if data.truth[it["text"]] not in new
-                    or posted[data.truth[it["text"]]] < args.labels_per_new_intent
-                ]
+                chosen, planned = [], posted.copy()
+                for item in items:
+                    label = data.truth[item["text"]]
+                    if label not in new or planned[label] < args.labels_per_new_intent:
+                        chosen.append(item)
+                        planned[label] += 1
                 posted += loop.label(chosen, data.truth)
                 reviewed += len(items)
             state["posted"] = dict(posted)
