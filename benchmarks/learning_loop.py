@@ -289,7 +289,9 @@ def now_iso() -> str:
 # -- scenario 1: cold start ------------------------------------------------------------------------
 
 
-def cold_start(data: Data, args: argparse.Namespace, work: Path, strategy: str) -> dict[str, Any]:
+def cold_start_champion(data: Data, args: argparse.Namespace, work: Path) -> tuple[Path, list, list]:
+    """The cold-start champion (`--seed-per-intent` examples per intent; trained once, shared by
+    every strategy and the gate cases), its labelled rows and the rest of the data as traffic."""
     seed_rows, traffic = per_intent(data.train, args.seed_per_intent, args.seed)
     shared = work / "cold_start"
     champion = train_champion(
@@ -298,6 +300,11 @@ def cold_start(data: Data, args: argparse.Namespace, work: Path, strategy: str) 
         shared / "train.log",
         args.train_override,
     )
+    return champion, seed_rows, traffic
+
+
+def cold_start(data: Data, args: argparse.Namespace, work: Path, strategy: str) -> dict[str, Any]:
+    champion, seed_rows, traffic = cold_start_champion(data, args, work)
     loop = Loop(work / "cold_start" / strategy, args.quick)
     loop.root.mkdir(parents=True, exist_ok=True)
     loop.register(champion)
@@ -467,14 +474,7 @@ def gate_refusals(data: Data, args: argparse.Namespace, work: Path) -> dict[str,
     """Two challengers the gate must refuse, each from the cold-start champion on its own registry:
     (a) a few true labels, most held out: any gain on them is chance; (b) labels deliberately
     corrupted (a seeded wrong intent for every reviewed query)."""
-    seed_rows, traffic = per_intent(data.train, args.seed_per_intent, args.seed)
-    shared = work / "cold_start"
-    champion = train_champion(
-        write_dataset(shared / "seed-data", seed_rows, data.test, data.routes),
-        shared / "champion",
-        shared / "train.log",
-        args.train_override,
-    )
+    champion, _, traffic = cold_start_champion(data, args, work)
     out: dict[str, Any] = {}
     cases = {
         "chance": dict(labels=20, corrupt=False, recipe=["--min-feedback", "10", "--holdout", "0.8"]),
