@@ -19,6 +19,7 @@ they were.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import shutil
@@ -50,6 +51,7 @@ from training.train import train
 log = logging.getLogger(__name__)
 
 LINEAGE_FILE = "lineage.json"  # in every retrained model dir: see `_lineage`
+TRAINED_FEEDBACK_FILE = "trained_feedback.json"  # keys of every feedback text the line trained on
 
 
 class Outcome(IntEnum):
@@ -133,11 +135,19 @@ def _retrain(
         },
         "intents": report_intents,
     }
-    if len(usable) < opts.min_feedback:
-        reason = f"nothing to do: {len(usable)} usable feedback rows, at least {opts.min_feedback} needed"
+    # Feedback the champion (or an ancestor) trained on cannot judge it: it would flatter the
+    # champion. Only new feedback is counted, and only new feedback is held out for the gate.
+    trained_before = _trained_feedback(champion.path)
+    fresh = [ex for ex in usable if _text_key(ex.text) not in trained_before]
+    report["feedback"]["new"] = len(fresh)
+    if len(fresh) < opts.min_feedback:
+        reason = (
+            f"nothing to do: {len(fresh)} usable feedback rows the champion has not trained on "
+            f"({len(usable) - len(fresh)} it has), at least {opts.min_feedback} needed"
+        )
         return RetrainDecision(Outcome.NOTHING_TO_DO, reason, report)
     feedback.examples = usable
-    fb_train, fb_holdout = feedback.split(opts.holdout_fraction, opts.seed)
+    fb_train, fb_holdout = split_feedback(usable, trained_before, opts.holdout_fraction, opts.seed)
     fb_train, fb_holdout = _new_intents_in_train(fb_train, fb_holdout, set(report_intents["trained"]))
     report["feedback"].update(train=len(fb_train), holdout=len(fb_holdout))
 
@@ -181,6 +191,8 @@ def _retrain(
         }
         result = train(config, progress=progress)
         (result.output_dir / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2) + "\n")
+        trained = sorted(trained_before | {_text_key(ex.text) for ex in fb_train})
+        (result.output_dir / TRAINED_FEEDBACK_FILE).write_text(json.dumps(trained) + "\n")
 
         # 5. Gate. Test texts that also came in as feedback are left out of the test set here:
         #    the challenger trained on them, so they would flatter it.
@@ -322,6 +334,27 @@ def _write_intents(data_dir: Path, taxonomy: Taxonomy, targets: list[str], route
     descriptions = {label: taxonomy.description_of(label) for label in targets}
     if any(descriptions.values()):
         (data_dir / "categories.json").write_text(json.dumps(descriptions, indent=2) + "\n")
+
+
+def split_feedback(
+    usable: list[FeedbackExample], trained_before: set[str], holdout_fraction: float, seed: int
+) -> tuple[list[FeedbackExample], list[FeedbackExample]]:
+    """(train, held out): the held-out part is drawn only from feedback the champion's line never
+    trained on (`trained_before`: `_text_key`s), so it cannot flatter the champion; feedback trained
+    on before stays in train (the challenger keeps learning it)."""
+    fresh = [ex for ex in usable if _text_key(ex.text) not in trained_before]
+    train, holdout = FeedbackSet(fresh).split(holdout_fraction, seed)
+    return [ex for ex in usable if _text_key(ex.text) in trained_before] + train, holdout
+
+
+def _text_key(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _trained_feedback(model_dir: Path) -> set[str]:
+    """Keys of the feedback texts this model and its ancestors were trained on (`_text_key`)."""
+    path = model_dir / TRAINED_FEEDBACK_FILE
+    return set(json.loads(path.read_text())) if path.is_file() else set()
 
 
 def _write_split(path: Path, split: Split, extra: list[FeedbackExample]) -> None:
