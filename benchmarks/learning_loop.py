@@ -272,8 +272,8 @@ class Loop:
         worker = threading.Thread(target=load, daemon=True)
         worker.start()
         time.sleep(1.0)
-        with self.client() as client:
-            r = client.post("/v1/admin/reload")
+        with self.client() as client:  # loading a vLLM engine on a busy CPU takes minutes
+            r = client.post("/v1/admin/reload", timeout=900)
             r.raise_for_status()
             version = r.json()["model_version"]
         time.sleep(1.0)
@@ -326,7 +326,7 @@ def cold_start(data: Data, args: argparse.Namespace, work: Path, strategy: str) 
             loop.save()
             print(f"  [{strategy}] round 0: {labels} labels, served test accuracy {acc:.2%}")
         per_round = -(-len(traffic) // args.rounds)
-        for r in range(len(rounds), args.rounds + 1):
+        for r in range(len(rounds), 0 if args.report_only else args.rounds + 1):
             labels = rounds[-1]["labels"]
             chunk = traffic[(r - 1) * per_round : r * per_round]
             since = now_iso()
@@ -625,6 +625,11 @@ def main() -> None:
     parser.add_argument("--train-override", nargs="*", default=[], help="section.key=value for champions")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "learning_loop")
     parser.add_argument("--quick", action="store_true", help="smoke run: writes no results or docs")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write results and docs from the finished rounds; run nothing",
+    )
     args = parser.parse_args()
     os.environ.setdefault("SWITCHBOARD_DATA_DIR", str(REPO.parent / "shared" / "datasets"))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
