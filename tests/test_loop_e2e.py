@@ -125,8 +125,12 @@ def test_feedback_retrain_promote_hot_swap_and_rollback(loop: dict) -> None:
                 "--min-feedback",
                 "5",
                 "--no-progress",
+                "--start-from",
+                "champion",
                 "--lr-factor",
                 "1",  # a barely trained champion: 24 steps at the full rate
+                "--holdout",
+                "0.5",  # enough held-out corrections for the paired test to decide
                 "optim.max_steps=24",
             ],
             cwd=REPO,
