@@ -81,6 +81,7 @@ class OptimSettings:
     # fit rows for the labels it lacks on frozen features (training.head_growth)
     head_init: Literal["random", "linear_probe", "grow"] = "random"
     early_stopping_patience: int = 0  # evaluations without macro-F1 gain; 0: off
+    select_best: bool = True  # keep the checkpoint best on validation macro-F1; false: the last
     evals_per_epoch: int = 1
     logging_steps: int = 20
     optimizer: str = "auto"  # auto: paged_adamw_8bit for qlora on GPU, adamw_torch otherwise

@@ -38,6 +38,7 @@ from training.data import DatasetError, IntentDataset, Split, load_dataset
 from training.feedback_data import FeedbackExample, FeedbackSet
 from training.formatting import pct
 from training.gate import (
+    ALPHA,
     PairedComparison,
     compare,
     examples_needed,
@@ -388,9 +389,10 @@ def _correct(
 def _gate(
     comparisons: dict[str, PairedComparison], margin: float, holdout_fraction: float
 ) -> tuple[bool, str, dict[str, Any]]:
-    """Promote only when the challenger is significantly better on held-out feedback (exact
-    McNemar, one-sided, alpha 0.05) and not significantly worse than `-margin` on the test set.
-    Returns (passed, reason, evidence for the report)."""
+    """Promote only when the challenger is significantly better on held-out feedback *or* on the
+    test set (exact McNemar, one-sided; Bonferroni: alpha / 2 each, so the pair keeps alpha 0.05),
+    not significantly worse on held-out feedback, and not significantly worse than `-margin` on the
+    test set. Returns (passed, reason, evidence for the report)."""
     test, held = comparisons["test"], comparisons["feedback_holdout"]
     evidence: dict[str, Any] = {name: cmp.to_json() for name, cmp in comparisons.items()}
     if test.n == 0:
@@ -402,27 +404,34 @@ def _gate(
             f"(90% CI {test.ci_low:+.2%} to {test.ci_high:+.2%}, allowed: -{margin:.2%})",
             evidence,
         )
-    if held.n == 0:
-        return False, "no held-out feedback to show the challenger is better", evidence
-    if not significantly_better(held):
-        needed = examples_needed(held)
-        if needed is None:
-            more = "more feedback of the same kind would not show it"
-        else:
-            extra_rows = max(1, round((needed - held.n) / holdout_fraction))
-            evidence["feedback_holdout"]["held_out_needed"] = needed
-            evidence["feedback_holdout"]["more_feedback_needed"] = extra_rows
-            more = f"about {extra_rows} more feedback rows at these rates would ({needed} held out)"
+    if held.n and held.p_worse < ALPHA:
         return (
             False,
-            f"not significantly better on held-out feedback: {held.difference:+.2%} "
-            f"(n={held.n}, p={held.p_better:.3f}); {more}",
+            f"significantly worse on held-out feedback: {held.difference:+.2%} "
+            f"(n={held.n}, p={held.p_worse:.3g})",
             evidence,
         )
+    on_test = (
+        f"test accuracy {test.difference:+.2%} "
+        f"(90% CI {test.ci_low:+.2%} to {test.ci_high:+.2%}, p={test.p_better:.2g})"
+    )
+    on_held = f"held-out feedback accuracy {held.difference:+.2%} (n={held.n}, p={held.p_better:.2g})"
+    if held.n and significantly_better(held, ALPHA / 2):
+        return True, f"{on_held}, {on_test}", evidence
+    if significantly_better(test, ALPHA / 2):
+        return True, f"{on_test}; {on_held}", evidence
+    needed = examples_needed(held, ALPHA / 2) if held.n else None
+    if needed is None:
+        more = "more feedback of the same kind would not show it"
+    else:
+        extra_rows = max(1, round((needed - held.n) / holdout_fraction))
+        evidence["feedback_holdout"]["held_out_needed"] = needed
+        evidence["feedback_holdout"]["more_feedback_needed"] = extra_rows
+        more = f"about {extra_rows} more feedback rows at these rates would ({needed} held out)"
     return (
-        True,
-        f"held-out feedback accuracy {held.difference:+.2%} (n={held.n}, p={held.p_better:.2g}), "
-        f"test accuracy {test.difference:+.2%} (90% CI {test.ci_low:+.2%} to {test.ci_high:+.2%})",
+        False,
+        f"not significantly better on held-out feedback ({held.difference:+.2%}, n={held.n}, "
+        f"p={held.p_better:.3f}) or on the test set ({test.difference:+.2%}, p={test.p_better:.3f}); {more}",
         evidence,
     )
 

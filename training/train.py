@@ -192,7 +192,7 @@ def _trainer(
         optim=optim,
         bf16=on_gpu and built.dtype == torch.bfloat16,
         fp16=on_gpu and built.dtype == torch.float16,
-        load_best_model_at_end=True,
+        load_best_model_at_end=opt.select_best or opt.early_stopping_patience > 0,
         metric_for_best_model="macro_f1",
         greater_is_better=True,
         save_total_limit=2,

@@ -1,0 +1,268 @@
+"""Retrain recipes for the cold-start loop: which recipe turns reviewed labels into accuracy?
+
+Run:   python benchmarks/retrain_recipes.py [--dataset banking77] [--variants a,b,...]
+Report: python benchmarks/retrain_recipes.py --report-only
+
+The learning-loop benchmark (benchmarks/learning_loop.py) drives the whole product and takes an
+hour per arm; this one isolates the recipe. It replays the cold start offline with the product's
+own pieces (`training.train`, the review queue's duplicate key and margin order): the champion
+learns from `--seed-per-intent` examples per intent (the same seed set, same champion directory as
+the learning loop), the rest of the training split is traffic in `--rounds` chunks, and each round
+the `--labels-per-round` queries with the smallest top-1/top-2 margin are labelled with their true
+intent. A fifth of each round's labels is held out, as `switchboard retrain --holdout 0.2` does.
+
+The selection path is driven by the product's recipe (`product`); at round `--compare-round`
+every variant trains on *the same labelled set*, so the recipes differ only in how they learn:
+
+  product      from the base, the config's 6 epochs, early stopping (patience 2) and the best
+               checkpoint on the original validation split (77 texts on Banking77: 1 per intent)
+  to_end       from the base, 6 epochs, no early stopping, the last checkpoint
+  to_end_10ep  the same, 10 epochs
+  weight_2     to_end with every feedback example twice
+  fb_val       from the base, early stopping and best checkpoint on a validation set grown with
+               15% of the training feedback (moved out of training)
+  continue     from the previous round's model, its head kept, the recipe's full learning rates,
+               3 epochs, to the end
+
+Test accuracy is on the dataset's official test split; seconds are training wall time on this
+machine (one run; the machine is named in the results). Results: benchmarks/results/
+retrain_recipes.json and the "Retrain recipes" section of docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.learning_loop import load, per_intent, train_champion, write_dataset  # noqa: E402
+from benchmarks.markdown import machine_info, machine_line, replace_section  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results" / "retrain_recipes.json"
+VARIANTS = ("product", "to_end", "to_end_10ep", "weight_2", "fb_val", "continue")
+TO_END = ["optim.early_stopping_patience=0", "optim.select_best=false"]
+RECIPES: dict[str, dict[str, Any]] = {
+    "product": {"overrides": [], "weight": 1},
+    "to_end": {"overrides": TO_END, "weight": 1},
+    "to_end_10ep": {"overrides": [*TO_END, "optim.epochs=10"], "weight": 1},
+    "weight_2": {"overrides": TO_END, "weight": 2},
+    "fb_val": {"overrides": [], "weight": 1, "feedback_validation": 0.15},
+    "continue": {"overrides": [*TO_END, "optim.epochs=3"], "weight": 1, "continue": True},
+}
+
+
+def margins(model_dir: Path, texts: list[str]) -> list[float]:
+    """Top-1 minus top-2 probability of each text under the model (the review queue's order)."""
+    import numpy as np
+
+    from training.modeling import load_classifier
+    from training.predict import predict_proba
+
+    model, tokenizer = load_classifier(model_dir)
+    probs = predict_proba(model, tokenizer, texts, progress=False)
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    return [float(m) for m in top2[:, 1] - top2[:, 0]]
+
+
+def select(model_dir: Path, chunk: list[tuple[str, str]], taken: set[str], k: int) -> list[tuple[str, str]]:
+    """The `k` smallest-margin texts of the chunk, one per normalised text, none labelled before."""
+    from router.store.queries import normalise_text
+
+    unique: dict[str, tuple[str, str]] = {}
+    for text, label in chunk:
+        key = normalise_text(text)
+        if key not in taken:
+            unique.setdefault(key, (text, label))
+    rows = list(unique.values())
+    order = sorted(zip(margins(model_dir, [t for t, _ in rows]), range(len(rows)), strict=True))
+    return [rows[i] for _, i in order[:k]]
+
+
+def split_round(rows: list[tuple[str, str]], seed: int) -> tuple[list, list]:
+    """(train, held out): a fifth held out, as `switchboard retrain --holdout 0.2`."""
+    shuffled = rows[:]
+    random.Random(seed).shuffle(shuffled)
+    n_hold = round(0.2 * len(shuffled))
+    return shuffled[n_hold:], shuffled[:n_hold]
+
+
+def train_variant(
+    name: str,
+    seed_dir: Path,
+    feedback: list[tuple[str, str]],
+    previous: Path,
+    out: Path,
+    seed: int,
+) -> dict[str, Any]:
+    """Train one recipe on the seed data + `feedback`; its test accuracy and training seconds."""
+    from training.config import load_config
+    from training.data import load_dataset
+    from training.train import train
+
+    if (out / "metrics.json").is_file():
+        metrics = json.loads((out / "metrics.json").read_text())
+    else:
+        recipe = RECIPES[name]
+        base = load_dataset(str(seed_dir), validation_fraction=0.1, seed=seed)
+        extra_val: list[tuple[str, str]] = []
+        train_rows = list(feedback)
+        if recipe.get("feedback_validation"):
+            shuffled = train_rows[:]
+            random.Random(seed).shuffle(shuffled)
+            n_val = round(recipe["feedback_validation"] * len(shuffled))
+            extra_val, train_rows = shuffled[:n_val], shuffled[n_val:]
+        data_dir = out.parent / f"{out.name}-data"
+        write_dataset(
+            data_dir,
+            list(zip(base.train.texts, base.train.labels, strict=True)) + train_rows * recipe["weight"],
+            list(zip(base.test.texts, base.test.labels, strict=True)) if base.test else [],
+            dict(base.routes),
+        )
+        with (data_dir / "validation.csv").open("w") as fh:
+            import csv
+
+            writer = csv.writer(fh)
+            writer.writerow(["text", "label"])
+            writer.writerows(zip(base.validation.texts, base.validation.labels, strict=True))
+            writer.writerows(extra_val)
+        overrides = [*recipe["overrides"], f"optim.seed={seed}"]
+        config = load_config(REPO / "configs" / "minilm-cpu.yaml", overrides)
+        config.data.dataset = str(data_dir)
+        config.output_dir = str(out)
+        if recipe.get("continue"):
+            config.model.base_model = str(previous)
+            config.optim.head_init = "grow"
+        started = time.perf_counter()
+        train(config, progress=False)
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        metrics = json.loads((out / "metrics.json").read_text())
+        metrics["wall_seconds"] = time.perf_counter() - started
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return {
+        "test_accuracy": metrics["test"]["accuracy"],
+        "train_seconds": round(metrics.get("wall_seconds", metrics["training"]["train_seconds"]), 1),
+        "steps": metrics["training"]["global_steps"],
+        "train_examples": metrics["training"].get("train_examples"),
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    data = load(args.dataset)
+    work = args.work / data.name
+    state_file = work / "state.json"
+    state: dict[str, Any] = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    results: dict[str, Any] = state.setdefault("results", {})
+    if args.report_only:
+        return state
+
+    lw = argparse.Namespace(seed_per_intent=args.seed_per_intent, seed=args.seed, train_override=[])
+    seed_rows, traffic = per_intent(data.train, lw.seed_per_intent, lw.seed)
+    shared = args.loop_work / data.name / "cold_start"
+    seed_dir = write_dataset(shared / "seed-data", seed_rows, data.test, data.routes)
+    champion = train_champion(seed_dir, shared / "champion", shared / "train.log", [])
+    per_round = -(-len(traffic) // args.rounds)
+
+    from router.store.queries import normalise_text
+
+    taken = {normalise_text(t) for t, _ in seed_rows}
+    model = champion
+    trained: list[tuple[str, str]] = []
+    held: list[tuple[str, str]] = []
+    for r in range(1, args.compare_round + 1):
+        chunk = traffic[(r - 1) * per_round : r * per_round]
+        picked = select(model, chunk, taken, args.labels_per_round)
+        taken |= {normalise_text(t) for t, _ in picked}
+        # the previous round's held-out labels are trained on now (the retrain holds out new ones)
+        new_train, new_held = split_round(picked, args.seed + r)
+        trained, held = trained + held + new_train, new_held
+        labels = len(seed_rows) + len(trained) + len(held)
+        names = args.variants if r == args.compare_round else ["product"]
+        for name in names:
+            key = f"round{r}/{name}"
+            if key not in results:
+                print(f"round {r}: training {name} on {len(trained)} feedback examples ...", flush=True)
+                results[key] = {
+                    "round": r,
+                    "variant": name,
+                    "labels": labels,
+                    **train_variant(name, seed_dir, trained, model, work / f"round{r}" / name, args.seed),
+                }
+                state_file.parent.mkdir(parents=True, exist_ok=True)
+                state_file.write_text(json.dumps(state, indent=2))
+            print(f"  {key}: {results[key]['test_accuracy']:.2%} in {results[key]['train_seconds']:.0f} s")
+        model = work / f"round{r}" / "product"
+    state["champion_test_accuracy"] = json.loads((champion / "metrics.json").read_text())["test"]["accuracy"]
+    state_file.write_text(json.dumps(state, indent=2))
+    return state
+
+
+def markdown(result: dict[str, Any]) -> str:
+    rows = sorted(result["results"].values(), key=lambda r: (r["round"], VARIANTS.index(r["variant"])))
+    lines = [
+        machine_line(result["machine"]),
+        "",
+        f"Command: `{result['command']}`. Cold start on {result['dataset']}: champion "
+        f"{100 * result['champion_test_accuracy']:.2f}% from {result['seed_per_intent']} examples per "
+        f"intent; {result['labels_per_round']} smallest-margin labels per round, a fifth held out.",
+        "",
+        "| round | recipe | labels | test accuracy | optimizer steps | training |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['round']} | {r['variant']} | {r['labels']} | {100 * r['test_accuracy']:.2f}% | "
+            f"{r['steps']} | {r['train_seconds'] / 60:.1f} min |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dataset", default="banking77")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed-per-intent", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--compare-round", type=int, default=3)
+    parser.add_argument("--labels-per-round", type=int, default=300)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "retrain_recipes")
+    parser.add_argument(
+        "--loop-work", type=Path, default=REPO / "runs" / "learning_loop", help="shares the champion"
+    )
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    args.variants = args.variants.split(",")
+    unknown = set(args.variants) - set(VARIANTS)
+    if unknown:
+        raise SystemExit(f"--variants: unknown {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+    os.environ.setdefault("SWITCHBOARD_DATA_DIR", str(REPO.parent / "shared" / "datasets"))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    state = run(args)
+    result = {
+        "dataset": args.dataset,
+        "machine": machine_info(),
+        "command": "python benchmarks/retrain_recipes.py " + " ".join(sys.argv[1:]),
+        "seed": args.seed,
+        "seed_per_intent": args.seed_per_intent,
+        "labels_per_round": args.labels_per_round,
+        **state,
+    }
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    section = markdown(result)
+    replace_section(REPO / "docs" / "BENCHMARKS.md", "retrain_recipes", "Retrain recipes", section)
+    print(section)
+
+
+if __name__ == "__main__":
+    main()
