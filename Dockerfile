@@ -57,8 +57,8 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=300s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('SWITCHBOARD_PORT', '8000'), timeout=4)"]
 
-# SIGTERM (docker stop) drains in-flight requests and flushes the request log; give it
-# SWITCHBOARD_SHUTDOWN_TIMEOUT_S (30 s) plus margin with `--stop-timeout`.
+# SIGTERM (docker stop) drains in-flight requests and flushes the request log, all within
+# SWITCHBOARD_SHUTDOWN_TIMEOUT_S (25 s, one budget); `--stop-timeout` above it leaves margin.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["switchboard", "serve"]
 CMD []

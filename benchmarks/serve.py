@@ -57,7 +57,11 @@ def _ms(value: str) -> float:
     return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
 
-def wrk(url: str, script: Path, connections: int, duration_s: int = DURATION_S) -> dict[str, Any]:
+def wrk(
+    url: str, script: Path, connections: int, duration_s: int = DURATION_S, *, allow_errors: bool = False
+) -> dict[str, Any]:
+    """One closed-loop wrk run: req/s (2xx and others together), p50/p99 of all answers, the
+    number of non-2xx answers and of requests; `allow_errors` False: any non-2xx is fatal."""
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency", "-s", str(script), url],
         capture_output=True,
@@ -66,7 +70,7 @@ def wrk(url: str, script: Path, connections: int, duration_s: int = DURATION_S) 
     ).stdout
     latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if errors:  # an error answers fast: counting it as throughput would be a lie
+    if errors and not allow_errors:  # an error answers fast: counting it as throughput would be a lie
         raise SystemExit(f"{url}: {errors.group(1)} non-2xx responses at concurrency {connections}")
     return {
         "concurrency": connections,
@@ -74,6 +78,8 @@ def wrk(url: str, script: Path, connections: int, duration_s: int = DURATION_S) 
         "p50_ms": _ms(latency["50"]),
         "p99_ms": _ms(latency["99"]),
         "non_2xx": int(errors.group(1)) if errors else 0,
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
+        "socket_errors": sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out)),
     }
 
 

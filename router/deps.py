@@ -48,13 +48,14 @@ async def require_admin(
     token = rt.settings.admin_token
     if token is None:
         raise ApiError(404, "admin endpoints are off: set admin_token (SWITCHBOARD_ADMIN_TOKEN)")
-    if not authorization:
+    scheme, _, value = (authorization or "").strip().partition(" ")
+    value = value.strip()
+    if not value:  # no header, another scheme's header, or `Bearer` with nothing after it
         raise ApiError(
             401,
             "missing credentials: send Authorization: Bearer <admin token>",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    scheme, _, value = authorization.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(
         value.encode(), token.get_secret_value().encode()
     ):

@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,36 @@ async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
     return JSONResponse(error_body(exc.detail, exc.errors), exc.status, headers=exc.headers)
 
 
-async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if exc.status_code == 400 and exc.detail == _FASTAPI_BODY_ERROR:
+        # a body json cannot read although it is JSON text: nested deeper than the parser's
+        # recursion limit, or a number too long to convert; a 422 naming the body, like bad JSON
+        cause = exc.__cause__
+        message = (
+            "JSON nested too deeply"
+            if isinstance(cause, RecursionError)
+            else f"unreadable JSON ({type(cause).__name__ if cause else 'parse error'})"
+        )
+        errors = [{"field": "body", "message": message, "type": "json_invalid"}]
+        return JSONResponse(error_body(f"body: {message}", errors), 422)
+    if exc.status_code == 405:  # Allow names every method of the path, not one route's
+        allowed = _methods_for(request)
+        detail = f"method {request.method} not allowed here; allowed: {', '.join(allowed)}"
+        return JSONResponse(error_body(detail), 405, headers={"Allow": ", ".join(allowed)})
     return JSONResponse(error_body(str(exc.detail)), exc.status_code, headers=exc.headers)
+
+
+def _methods_for(request: Request) -> list[str]:
+    """The methods some route of the app answers at this request's path."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -41,6 +41,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 LOOP_LAG_INTERVAL_S = 0.1
 
 ENDPOINTS = ("/v1/route", "/v1/route/batch", "/v1/feedback", "/v1/intents", "/v1/review")
+REFUSALS = frozenset({408, 413, 429, 499})  # refused before any work (499: the client left)
 UNCOUNTED = frozenset({"/metrics", "/livez", "/readyz"})  # probes are not traffic
 OTHER = "other"
 
@@ -62,7 +63,8 @@ class RouterMetrics:
         )
         self.request_latency = Histogram(
             "switchboard_request_duration_seconds",
-            "End-to-end time in the router, request received to response sent.",
+            "End-to-end time in the router of admitted requests, received to response sent "
+            "(refusals before any work, 408/413/429, are counted in http_requests only).",
             ["endpoint"],
             buckets=LATENCY_BUCKETS,
             registry=r,
@@ -191,6 +193,27 @@ class RouterMetrics:
         self.log_errors = Counter(
             "switchboard_request_log_errors", "Failed request-log writes (retried).", registry=r
         )
+        self.log_spilled = Counter(
+            "switchboard_request_log_spilled",
+            "Log rows not stored, written to the server log as JSON instead, by reason: rejected "
+            "(the database refused even the repaired row), shutdown (unwritten at the deadline "
+            "with no spool), error (a writer bug).",
+            ["reason"],
+            registry=r,
+        )
+        self.log_repaired = Counter(
+            "switchboard_request_log_repaired",
+            "Log rows the database refused and took after NUL, lone surrogates or non-finite "
+            "JSON numbers were replaced.",
+            registry=r,
+        )
+        self.log_spool_errors = Counter(
+            "switchboard_request_log_spool_errors",
+            "Failed writes to the request-log spool (the router then keeps rows in memory only).",
+            registry=r,
+        )
+        for reason in ("rejected", "shutdown", "error"):
+            self.log_spilled.labels(reason)
         self._window: deque[bool] = deque(maxlen=accuracy_window)
         self._agreeing = 0
         self.live_accuracy.set(float("nan"))
@@ -226,7 +249,8 @@ class RouterMetrics:
         if child is None:
             child = self._request_children[key] = self.requests.labels(endpoint, str(status))
         child.inc()
-        self._latency_children[endpoint].observe(seconds)
+        if status not in REFUSALS:  # answered in microseconds: they would hide the real latency
+            self._latency_children[endpoint].observe(seconds)
 
     def observe_decision(self, route: str, confidence: float, reason: str | None) -> None:
         child = self._routed_children.get(route)
@@ -253,6 +277,9 @@ class RouterMetrics:
         self._agreeing += agree
         self.live_accuracy.set(self._agreeing / len(self._window))
         self.live_accuracy_samples.set(len(self._window))
+
+    def observe_spill(self, rows: int, reason: str) -> None:
+        self.log_spilled.labels(reason).inc(rows)
 
     def observe_flush(self, rows: int, seconds: float) -> None:
         self.log_rows.inc(rows)

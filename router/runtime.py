@@ -14,16 +14,18 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from time import perf_counter, time
+from time import monotonic, perf_counter, time
 from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine as DbEngine
 
+from router.drift import QualityMonitor
 from router.errors import timed_out, unavailable
 from router.escalation import Escalation, Escalator, build_escalator
 from router.metrics import RouterMetrics
 from router.policy import Alternative, Decision, Policy, policy_for
+from router.readiness import ReadinessCheck
 from router.schemas import EscalationInfo, RouteResult
 from router.settings import Settings
 from router.store import RequestLog, RequestRecord, new_request_id
@@ -83,6 +85,11 @@ class Runtime:
         self.settings = settings
         self.engine_factory = engine_factory
         self.metrics = RouterMetrics(accuracy_window=settings.accuracy_window)
+        self.quality = QualityMonitor(  # intent mix, confidence drift, feedback by intent
+            self.metrics.registry,
+            window=settings.drift_window,
+            escalation_budget=settings.escalation_budget_usd_per_hour,
+        )
         self.log: RequestLog | None = None
         self.db: DbEngine | None = None  # the store's engine, opened in the lifespan (reads: review)
         self.model: LoadedModel | None = None
@@ -91,9 +98,15 @@ class Runtime:
         self.taxonomy: Taxonomy = Taxonomy((), {}, {}, Changes())
         self.feedback_intents: frozenset[str] = frozenset()
         self.load_error: str | None = None
+        self.readiness = ReadinessCheck(settings.ready_cache_s)  # /readyz's cached engine check
         self.in_flight = 0
+        # monotonic time by which a graceful stop must be over (set at SIGTERM: begin_shutdown)
+        self.shutdown_deadline: float | None = None
         self.on_load_failure: Callable[[str], None] | None = None
-        self._swap_lock = asyncio.Lock()
+        self._swap_lock = asyncio.Lock()  # one engine load at a time: startup load, swaps
+        # held for a whole model change (resolve the registry, swap, commit): admin reload and
+        # rollback, the registry watcher; taken before `_swap_lock`, never after it
+        self.change_lock = asyncio.Lock()
         self.metrics.track(
             in_flight=lambda: self.in_flight, backlog=lambda: self.log.backlog if self.log else 0
         )
@@ -101,17 +114,24 @@ class Runtime:
     # -- model -----------------------------------------------------------------------------
 
     async def load_model(self) -> None:
-        """Open the engine, build the policy, warm up; on failure record why (readyz says it)."""
-        try:
-            model = await self._open_model(self.settings)
-        except Exception as err:
-            self.load_error = f"{type(err).__name__}: {err}"
-            log.error("model failed to load: %s", self.load_error, exc_info=err)
-            if self.on_load_failure is not None:
-                self.on_load_failure(self.load_error)
-            return
-        freeze_heap()
-        self._install(model)
+        """Open the engine, build the policy, warm up; on failure record why (readyz says it).
+
+        Holds the swap lock, so a reload that arrives meanwhile waits for this load and then
+        replaces (and frees) its model, instead of being overwritten by it and leaking its
+        engine; if a reload somehow installed a model first, this load is skipped."""
+        async with self._swap_lock:
+            if self.model is not None:
+                return
+            try:
+                model = await self._open_model(self.settings)
+            except Exception as err:
+                self.load_error = f"{type(err).__name__}: {err}"
+                log.error("model failed to load: %s", self.load_error, exc_info=err)
+                if self.on_load_failure is not None:
+                    self.on_load_failure(self.load_error)
+                return
+            freeze_heap()
+            self._install(model)
 
     async def _open_model(self, s: Settings) -> LoadedModel:
         """A warmed-up model for `s.model_dir`; raises (and frees the engine) if any step fails."""
@@ -143,6 +163,7 @@ class Runtime:
         self.refresh_intents()
         self.load_error = None
         self.metrics.set_model(model.info.version, self.settings.engine, model.policy.route_names)
+        self.quality.set_model(model.info, model.policy.threshold)
         self.metrics.ready.set(1)
         log.info(
             "serving model %s (%d intents) from %s",
@@ -200,6 +221,16 @@ class Runtime:
         info = model.info
         self.taxonomy = Taxonomy(info.labels, dict(info.routes), {}, changes)
         self.feedback_intents = frozenset(self.taxonomy.feedback_labels())
+
+    def begin_shutdown(self, now: float | None = None) -> float:
+        """SIGTERM: /readyz answers 503 from now on (a load balancer stops sending), and the
+        one shutdown budget (`shutdown_timeout_s`) starts; returns its deadline (monotonic)."""
+        if self.shutdown_deadline is None:
+            started = monotonic() if now is None else now
+            self.shutdown_deadline = started + self.settings.shutdown_timeout_s
+            self.metrics.ready.set(0)
+            log.info("shutting down: not ready; %.1f s to drain and flush", self.settings.shutdown_timeout_s)
+        return self.shutdown_deadline
 
     def require_model(self) -> LoadedModel:
         model = self.model
@@ -291,6 +322,7 @@ class Runtime:
             request_id = new_request_id()
             outcome = escalation.outcome if escalation is not None else None
             self.metrics.observe_decision(decision.route, decision.confidence, decision.reason)
+            self.quality.observe(decision.intent, decision.confidence)
             if self.log is not None:
                 self.log.log(
                     RequestRecord(
@@ -357,4 +389,5 @@ async def open_configured_engine(settings: Settings) -> Engine:
         # a little over ours, so a slow request is our 504, not the engine's error (503)
         timeout_s=settings.request_timeout_s + 1.0,
         engine_overrides=overrides,
+        gpu_memory_utilization=settings.gpu_memory_utilization,  # two engines fit during a swap
     )

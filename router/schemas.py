@@ -16,33 +16,83 @@ from pydantic_core import PydanticCustomError
 from router.escalation import EscalationOutcome
 from router.policy import Alternative
 from router.store.queries import ReviewStrategy
+from router.text_rules import STORABLE_PATTERN, TEXT_PATTERN, number_problem, storable_problem, text_problem
 
 MAX_METADATA_KEYS = 32
+MAX_METADATA_KEY_CHARS = 64
+MAX_METADATA_VALUE_CHARS = 512
 
 
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise PydanticCustomError("blank_text", "must not be empty or only whitespace")
+def _text(value: str) -> str:
+    problem = text_problem(value)
+    if problem is not None:
+        kind = "invalid_characters" if storable_problem(value) else "blank_text"
+        raise PydanticCustomError(kind, problem)
+    return value
+
+
+def _storable(value: str) -> str:
+    problem = storable_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("invalid_characters", problem)
     return value
 
 
 Text = Annotated[
     str,
-    AfterValidator(_not_blank),
-    Field(description="The customer's message. Limit: `max_text_chars` (default 2000)."),
+    AfterValidator(_text),
+    Field(
+        min_length=1,
+        description="The customer's message: at least one visible character; no control characters "
+        "(tab, newline and carriage return are fine) or lone surrogates. Limit: `max_text_chars` "
+        "(default 2000).",
+        json_schema_extra={"pattern": TEXT_PATTERN},
+    ),
 ]
+# a string the store keeps as given (feedback fields, intent names): no control characters or
+# lone surrogates, which SQLite or PostgreSQL cannot store
+Stored = Annotated[str, AfterValidator(_storable), Field(json_schema_extra={"pattern": STORABLE_PATTERN})]
 
 
 def _flat(value: dict[str, Any]) -> dict[str, Any]:
     for key, item in value.items():
+        where = {"key": key[:MAX_METADATA_KEY_CHARS]}
+        problem = storable_problem(key)
+        if problem is not None or not key or len(key) > MAX_METADATA_KEY_CHARS:
+            reason = problem or f"must be 1 to {MAX_METADATA_KEY_CHARS} characters"
+            raise PydanticCustomError("metadata_key", "key '{key}' " + reason, where)
         if item is not None and not isinstance(item, str | int | float | bool):
             raise PydanticCustomError(
-                "metadata_value", "value of '{key}' must be a string, number, boolean or null", {"key": key}
+                "metadata_value", "value of '{key}' must be a string, number, boolean or null", where
             )
+        if isinstance(item, float) and number_problem(item):
+            raise PydanticCustomError("metadata_value", "value of '{key}' must be a finite number", where)
+        if isinstance(item, str):
+            problem = storable_problem(item)
+            if problem is None and len(item) > MAX_METADATA_VALUE_CHARS:
+                problem = f"is longer than {MAX_METADATA_VALUE_CHARS} characters"
+            if problem is not None:
+                raise PydanticCustomError("metadata_value", "value of '{key}' " + problem, where)
     return value
 
 
-Metadata = Annotated[dict[str, Any], AfterValidator(_flat)]
+_SCALAR = {"anyOf": [{"type": "string", "maxLength": MAX_METADATA_VALUE_CHARS, "pattern": STORABLE_PATTERN},
+                     {"type": "number"}, {"type": "boolean"}, {"type": "null"}]}  # fmt: skip
+Metadata = Annotated[
+    dict[str, Any],
+    AfterValidator(_flat),
+    Field(
+        json_schema_extra={
+            "maxProperties": MAX_METADATA_KEYS,
+            "propertyNames": {
+                "minLength": 1,
+                "maxLength": MAX_METADATA_KEY_CHARS,
+                "pattern": STORABLE_PATTERN,
+            },
+            "additionalProperties": _SCALAR,
+        }
+    ),
+]
 
 
 class _Strict(BaseModel):
@@ -99,12 +149,20 @@ class BatchRouteResponse(BaseModel):
 
 
 class FeedbackRequest(_Strict):
-    request_id: Annotated[str, Field(min_length=1, max_length=64)]
-    correct_intent: Annotated[str, Field(min_length=1, max_length=200)]
-    source: Annotated[str, Field(max_length=100)] | None = Field(
+    request_id: Annotated[Stored, Field(min_length=1, max_length=64)]
+    correct_intent: Annotated[
+        Stored,
+        Field(
+            min_length=1,
+            max_length=200,
+            description="One of the served or pending intents (listed in this schema's enum and by "
+            "GET /v1/intents).",
+        ),
+    ]
+    source: Annotated[Stored, Field(max_length=100)] | None = Field(
         None, description="Who says so: agent, customer, qa, ..."
     )
-    comment: Annotated[str, Field(max_length=2000)] | None = None
+    comment: Annotated[Stored, Field(max_length=2000)] | None = None
 
 
 IntentStatus = Literal["served", "pending", "retiring", "renaming"]
@@ -133,7 +191,7 @@ class IntentsResponse(BaseModel):
     intents: list[IntentInfo]
 
 
-IntentName = Annotated[str, Field(min_length=1, max_length=200)]
+IntentName = Annotated[Stored, Field(min_length=1, max_length=200)]
 
 
 class TaxonomyIntent(BaseModel):
@@ -153,8 +211,8 @@ class TaxonomyResponse(BaseModel):
 
 class AddIntentRequest(_Strict):
     name: IntentName
-    route: Annotated[str, Field(min_length=1, max_length=200, description="Where its queries go.")]
-    description: Annotated[str, Field(max_length=2000)] = ""
+    route: Annotated[Stored, Field(min_length=1, max_length=200, description="Where its queries go.")]
+    description: Annotated[Stored, Field(max_length=2000)] = ""
 
 
 class RenameIntentRequest(_Strict):

@@ -21,10 +21,12 @@ from pydantic_settings import (
 )
 from pydantic_settings import SettingsError as _SourceError
 
+from router.registry_env import REGISTRY_ENV, REGISTRY_ENV_ALIAS, RegistryEnvError, registry_from_env
 from serving.files import read_yaml_mapping
 from serving.registry import Registry, RegistryError
 
 ENV_PREFIX = "SWITCHBOARD_"
+MIN_TOKEN_CHARS = 16  # bearer tokens shorter than this are refused at startup
 
 
 class SettingsError(ValueError):
@@ -41,10 +43,27 @@ class Settings(BaseSettings):
     # model and engine
     model_dir: Path | None = Field(None, description="Exported model directory to serve.")
     registry_dir: Path | None = Field(
-        None, description="Model registry: serve its champion when model_dir is unset; reload/rollback."
+        None,
+        description="Model registry: serve its champion when model_dir is unset; reload/rollback "
+        "(env SWITCHBOARD_REGISTRY_DIR, or its alias SWITCHBOARD_REGISTRY).",
+    )
+    registry_poll_s: float = Field(
+        0.0,
+        ge=0,
+        description="Check the registry's champion alias this often and serve a new champion "
+        "(promotion, rollback by any process); 0: off, reload with /v1/admin/reload.",
+    )
+    gpu_memory_utilization: float = Field(
+        0.4,
+        gt=0,
+        le=0.5,
+        description="Share of GPU memory each local vLLM engine may take; a hot swap holds two "
+        "engines at once, so at most 0.5 (on CPU the engine keeps its own 0.3 of RAM).",
     )
     admin_token: SecretStr | None = Field(
-        None, description="Bearer token for /v1/admin/*; unset: the admin endpoints are off (404)."
+        None,
+        description="Bearer token for /v1/admin/* and /v1/review (at least 16 characters); "
+        "unset: those endpoints are off (404).",
     )
     engine: Literal["local", "remote"] = Field("local", description="In-process vLLM or remote.")
     engine_url: str | None = Field(None, description="`vllm serve` base URL (remote engine).")
@@ -92,6 +111,9 @@ class Settings(BaseSettings):
     )
     escalation_max_retries: int = Field(1, ge=0, le=10, description="Client retries on 429/5xx.")
     escalation_concurrency: int = Field(16, ge=1, description="Most escalations in flight at once.")
+    escalation_budget_usd_per_hour: float = Field(
+        0.0, ge=0, description="Escalation spend per hour the alert rules allow (0: no budget)."
+    )
     prices_file: Path | None = Field(
         None, description="Token prices for the escalation cost; default data/prices.yaml."
     )
@@ -100,9 +122,23 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(2000, ge=1, description="Longer texts are rejected with 422.")
     max_batch: int = Field(64, ge=1, le=10_000, description="Most texts per /v1/route/batch.")
     max_in_flight: int = Field(256, ge=1, description="Past this, requests get 429.")
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Larger request bodies get 413, before any is parsed."
+    )
+    body_timeout_s: float = Field(
+        10.0, gt=0, description="A body not received within this gets 408 (slow clients hold no slot)."
+    )
+    ready_cache_s: float = Field(
+        2.0, ge=0, description="/readyz reuses an engine check this recent (probes cost no classify)."
+    )
     retry_after_s: int = Field(1, ge=0, description="Retry-After on 429 and 503.")
     request_timeout_s: float = Field(10.0, gt=0, description="Per request; past it: 504.")
-    shutdown_timeout_s: float = Field(30.0, gt=0, description="Graceful drain + log flush.")
+    shutdown_timeout_s: float = Field(
+        25.0, gt=0, description="One budget for a graceful stop: drain, log flush and engine close."
+    )
+    shutdown_delay_s: float = Field(
+        0.0, ge=0, description="After SIGTERM, keep serving with /readyz 503 this long (within the budget)."
+    )
 
     # request log and feedback store
     database_url: str = Field("sqlite:///switchboard.db", description="SQLAlchemy URL.")
@@ -110,7 +146,36 @@ class Settings(BaseSettings):
     log_flush_interval_s: float = Field(0.05, ge=0, description="Writer linger per batch.")
     log_batch_max: int = Field(1000, ge=1, description="Most rows per write transaction.")
     log_queue_max: int = Field(100_000, ge=1, description="Unwritten rows before 503s.")
+    log_spool: bool = Field(True, description="Write answered rows to an on-disk spool until stored.")
+    log_spool_dir: Path | None = Field(
+        None, description="Spool directory; unset: beside a SQLite file, else ~/.local/state/switchboard."
+    )
+    log_spool_fsync_interval_s: float = Field(
+        1.0, ge=0, description="fsync the spool at most this often (0: every write batch)."
+    )
+    database_connect_timeout_s: int = Field(5, ge=1, description="PostgreSQL connect_timeout (seconds).")
     accuracy_window: int = Field(500, ge=1, description="Feedback rows in live accuracy.")
+    drift_window: int = Field(
+        2000, ge=10, description="Routed queries in the intent-mix and confidence drift window."
+    )
+
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """An empty token would make `Authorization: Bearer ` an admin: refuse it, and short ones."""
+        if value is None:
+            return None
+        secret = value.get_secret_value()
+        if not secret.strip():
+            raise ValueError("must not be empty or blank (unset it to turn the admin endpoints off)")
+        if secret != secret.strip() or any(ch.isspace() for ch in secret):
+            raise ValueError("must not contain whitespace")
+        if len(secret) < MIN_TOKEN_CHARS:
+            raise ValueError(
+                f"is {len(secret)} characters; use at least {MIN_TOKEN_CHARS} "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        return value
 
     @field_validator("oos_labels", mode="before")
     @classmethod
@@ -141,9 +206,26 @@ class Settings(BaseSettings):
         return self.confidence_threshold
 
     @model_validator(mode="after")
+    def _poll_needs_registry(self) -> Settings:
+        if self.registry_poll_s and self.registry_dir is None:
+            raise ValueError(
+                f"registry_poll_s needs registry_dir ({REGISTRY_ENV}): there is no champion to watch"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _remote_needs_url(self) -> Settings:
         if self.engine == "remote" and not self.engine_url:
             raise ValueError("engine 'remote' needs engine_url (SWITCHBOARD_ENGINE_URL or --url)")
+        return self
+
+    @model_validator(mode="after")
+    def _delay_within_budget(self) -> Settings:
+        if self.shutdown_delay_s >= self.shutdown_timeout_s:
+            raise ValueError(
+                f"shutdown_delay_s ({self.shutdown_delay_s:g}) must be less than shutdown_timeout_s "
+                f"({self.shutdown_timeout_s:g}): the delay is spent within that one budget"
+            )
         return self
 
     @classmethod
@@ -160,8 +242,35 @@ class Settings(BaseSettings):
         return (
             init_settings,
             env_settings,
+            _RegistryAliasSource(
+                settings_cls, explicit="registry_dir" in getattr(init_settings, "init_kwargs", {})
+            ),
             InitSettingsSource(settings_cls, init_kwargs=yaml_values),
         )
+
+
+class _RegistryAliasSource(PydanticBaseSettingsSource):
+    """`SWITCHBOARD_REGISTRY` as `registry_dir` (the CLI's name for the same setting), at the
+    environment's priority; both names set to different directories is a `SettingsError`
+    (unless `registry_dir` is given explicitly, which wins over both, as `--registry` does)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], *, explicit: bool) -> None:
+        super().__init__(settings_cls)
+        self.explicit = explicit
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        if self.explicit:
+            return {}
+        try:
+            value = registry_from_env()
+        except RegistryEnvError as err:
+            raise SettingsError(f"setting 'registry_dir': {err}") from None
+        if value is None or os.environ.get(REGISTRY_ENV):
+            return {}  # unset, or the canonical name, which the environment source reads
+        return {"registry_dir": os.environ[REGISTRY_ENV_ALIAS]}
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
@@ -193,4 +302,4 @@ def _first_error(err: ValidationError, yaml_values: dict[str, Any], path: object
     if first["type"] == "extra_forbidden":
         return f"{where}unknown setting {field!r}"
     env = f" (env {ENV_PREFIX}{field.split('.')[0].upper()})"
-    return f"{where}setting {field!r}{env}: {first['msg']}"
+    return f"{where}setting {field!r}{env}: {str(first['msg']).removeprefix('Value error, ')}"

@@ -18,6 +18,7 @@ async def open_engine(
     eager: bool = False,
     timeout_s: float = 30.0,
     engine_overrides: dict[str, Any] | None = None,
+    gpu_memory_utilization: float | None = None,
 ) -> Engine:
     """Open the engine for `model_dir`.
 
@@ -27,13 +28,16 @@ async def open_engine(
     max length and routes (only its config files are needed), and nothing is contacted until
     `ready()`/`classify()`. `timeout_s` bounds each `classify` call in both.
     `engine_overrides` are extra vLLM engine arguments for the local engine (e.g. `max_num_seqs`).
+    `gpu_memory_utilization`: the local engine's share of GPU memory (default
+    `serving.local.HOT_SWAP_GPU_SHARE`, two engines fit during a hot swap).
     """
     info = read_model_info(model_dir)
     if kind == "local":
         from serving.local import LocalEngine
 
+        share = {} if gpu_memory_utilization is None else {"gpu_memory_utilization": gpu_memory_utilization}
         return await LocalEngine.open(
-            info, dtype=dtype, eager=eager, timeout_s=timeout_s, overrides=engine_overrides
+            info, dtype=dtype, eager=eager, timeout_s=timeout_s, overrides=engine_overrides, **share
         )
     if kind == "remote":
         if not url:

@@ -41,6 +41,12 @@ from serving.offline import engine_kwargs
 log = logging.getLogger(__name__)
 
 PROBE_TEXT = "hello"
+# A hot swap loads the new engine while the old one still serves and holds its memory; vLLM
+# refuses to start an engine when less than its `gpu_memory_utilization` share is free, so at
+# its default of 0.9 the second engine could never start. Two engines at 0.4 fit with room for
+# the CUDA contexts; a classifier needs little KV cache (short prompts, no generation): a 1B
+# Llama's bf16 weights are ~2.5 GB and 0.4 of an 80 GB GPU leaves ~29 GB of KV cache.
+HOT_SWAP_GPU_SHARE = 0.4
 
 
 class _BatchSink:
@@ -105,9 +111,19 @@ class LocalEngine:
         eager: bool = False,
         timeout_s: float = 30.0,
         overrides: dict[str, Any] | None = None,
+        gpu_memory_utilization: float = HOT_SWAP_GPU_SHARE,
     ) -> LocalEngine:
-        """Load the model; runs vLLM's blocking start-up in a thread so the event loop serves on."""
-        kwargs = engine_kwargs(info.model_dir, max_model_len=info.max_length, dtype=dtype, eager=eager)
+        """Load the model; runs vLLM's blocking start-up in a thread so the event loop serves on.
+
+        On a GPU it takes `gpu_memory_utilization` of the memory (default: small enough for two
+        engines during a hot swap)."""
+        kwargs = engine_kwargs(
+            info.model_dir,
+            max_model_len=info.max_length,
+            dtype=dtype,
+            eager=eager,
+            gpu_memory_utilization=gpu_memory_utilization,
+        )
         kwargs["disable_log_stats"] = True  # no periodic log lines; our stat logger still runs
         kwargs.update(overrides or {})
         sink = _BatchSink()
@@ -227,7 +243,8 @@ async def _in_own_thread(fn: Callable[[], object] | None) -> None:
             log.exception("vLLM shutdown failed")
         finally:
             fn = None  # drop the engine before waking the caller, not after
-            loop.call_soon_threadsafe(done.set_result, None)
+            with contextlib.suppress(RuntimeError):  # the loop closed: the caller gave up waiting
+                loop.call_soon_threadsafe(done.set_result, None)
 
     threading.Thread(target=run, name="vllm-shutdown", daemon=True).start()
     await done

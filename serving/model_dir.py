@@ -3,8 +3,9 @@
 `ModelInfo` is read from the directory itself (labels, max length, route map, version), never
 from the engine, so both engine implementations report the same facts and tests can build one
 without vLLM. The registry (`serving.registry`) writes `VERSION_FILE` into each version it
-holds; training writes the rest at export (`config.json`, `config.yaml`, `routes.yaml`, and
-`FEWSHOT_FILE`, the examples the cascade's LLM prompt shows).
+holds; training writes the rest at export (`config.json`, `config.yaml`, `routes.yaml`,
+`FEWSHOT_FILE`, the examples the cascade's LLM prompt shows, and `BASELINE_FILE`, what traffic
+looked like at training time: the router's drift signals compare live traffic with it).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from serving.files import read_yaml_mapping
 
 VERSION_FILE = "switchboard-version.json"  # written by the model registry; wins when present
 FEWSHOT_FILE = "fewshot.json"  # few-shot examples + intent descriptions, written at export
+BASELINE_FILE = "baseline.json"  # the training prior + validation's confidences, written at export
 DEFAULT_MAX_LENGTH = 128
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
@@ -132,4 +134,66 @@ def read_fewshot(path: str | Path) -> FewShotExamples:
         descriptions={str(k): str(v) for k, v in (data.get("descriptions") or {}).items()},
         seed=int(data.get("seed", 42)),
         source=str(data.get("source", "")),
+    )
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """`BASELINE_FILE`: what the model saw at training time, the reference of the router's drift
+    signals. `label_prior`: each intent's share of the training split; `confidence_quantiles`:
+    the 0th..100th percentiles of the top-1 probability on validation (ascending);
+    `accuracy`: validation accuracy (None: unknown)."""
+
+    label_prior: dict[str, float]
+    confidence_quantiles: tuple[float, ...] = ()
+    accuracy: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "label_prior": self.label_prior,
+            "validation": {
+                "accuracy": self.accuracy,
+                "confidence_quantiles": list(self.confidence_quantiles),
+            },
+        }
+
+    def share_below(self, threshold: float) -> float | None:
+        """Validation's share of queries with top-1 under `threshold` (the empirical CDF,
+        interpolated between percentiles); None without confidences."""
+        q = self.confidence_quantiles
+        if len(q) < 2:
+            return None
+        if threshold <= q[0]:
+            return 0.0
+        if threshold > q[-1]:
+            return 1.0
+        step = 1.0 / (len(q) - 1)
+        for i in range(1, len(q)):
+            if threshold <= q[i]:
+                lo, hi = q[i - 1], q[i]
+                frac = 1.0 if hi <= lo else (threshold - lo) / (hi - lo)
+                return (i - 1 + frac) * step
+        return 1.0  # pragma: no cover (threshold > q[-1] returned above)
+
+
+def read_baseline(model_dir: str | Path) -> Baseline | None:
+    """The model directory's `BASELINE_FILE`; None when absent (models exported before it)."""
+    path = Path(model_dir) / BASELINE_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ModelDirError(f"{path}: not a readable baseline file ({err})") from None
+    prior = data.get("label_prior") if isinstance(data, dict) else None
+    if not isinstance(prior, dict) or not all(isinstance(v, int | float) and v >= 0 for v in prior.values()):
+        raise ModelDirError(f"{path}: `label_prior` must map each intent to a non-negative share")
+    total = float(sum(prior.values()))
+    validation = data.get("validation") or {}
+    quantiles = sorted(float(x) for x in validation.get("confidence_quantiles") or ())
+    accuracy = validation.get("accuracy")
+    return Baseline(
+        label_prior={str(k): float(v) / total for k, v in prior.items()} if total > 0 else {},
+        confidence_quantiles=tuple(quantiles),
+        accuracy=float(accuracy) if isinstance(accuracy, int | float) else None,
     )

@@ -17,9 +17,19 @@ import torch
 
 
 def engine_kwargs(
-    model_dir: str | Path, *, max_model_len: int = 128, dtype: str = "auto", eager: bool = False
+    model_dir: str | Path,
+    *,
+    max_model_len: int = 128,
+    dtype: str = "auto",
+    eager: bool = False,
+    gpu_memory_utilization: float = 0.9,
 ) -> dict[str, Any]:
-    """Engine arguments shared by the offline and the in-process async engine."""
+    """Engine arguments shared by the offline and the in-process async engine.
+
+    `gpu_memory_utilization` is the share of the GPU's memory this one engine may take (weights,
+    activations, KV cache; vLLM refuses to start when less than that is free). The offline engine
+    is alone and takes 0.9; the router's engine takes less, so that a hot swap can start a
+    second one beside it (`serving.local.HOT_SWAP_GPU_SHARE`). Ignored on CPU."""
     on_gpu = torch.cuda.is_available()
     return {
         "model": str(model_dir),
@@ -27,7 +37,8 @@ def engine_kwargs(
         "max_model_len": max_model_len,
         "dtype": resolve_dtype(dtype),
         # on CPU vLLM sizes its KV cache from this share of RAM; 0.3 leaves room for the rest
-        "gpu_memory_utilization": 0.9 if on_gpu else 0.3,
+        # (and for a second engine during a hot swap: 0.6 together)
+        "gpu_memory_utilization": gpu_memory_utilization if on_gpu else 0.3,
         "pooler_config": {"use_activation": True},  # classify -> softmax probabilities
         "enforce_eager": eager,  # skip graph compilation: faster start, slower steady state
         "seed": 0,

@@ -8,9 +8,16 @@ REGISTRY/
   .lock             serialises writers (fcntl)
 ```
 
-Crash safety: a version is copied into a temporary directory and appears by an atomic rename;
-`aliases.json` is replaced atomically. A registration or promotion killed at any point leaves the
-registry as it was (at worst a `.tmp-*` directory, ignored and swept by the next writer).
+Crash safety: a version is copied into a temporary directory, its files and directories are
+fsynced, and it appears by an atomic rename (the versions directory fsynced after it); `aliases.json`
+is replaced atomically. A registration or promotion killed at any point, power loss included,
+leaves the registry as it was (at worst a `.tmp-*` directory, ignored and swept by the next writer).
+
+Integrity: a version is named only as `v0003`, `3`, `champion` or `challenger` (never a path, so
+nobody reaches a directory outside `versions/` through the registry); an alias is moved only to a
+version that exists (rollback checks the previous champion is still there before writing); a
+corrupt `aliases.json` or version file is a `RegistryCorrupt` error naming the file, never a crash
+or a silent reset.
 """
 
 from __future__ import annotations
@@ -40,6 +47,10 @@ class RegistryError(ValueError):
     """A registry operation that cannot be done, with a one-line reason."""
 
 
+class RegistryCorrupt(RegistryError):
+    """A registry file that cannot be read as the registry wrote it (named in the message)."""
+
+
 @dataclass(frozen=True)
 class ModelVersion:
     version: str
@@ -67,6 +78,39 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and directory under `root` (and `root`) to disk: a rename published
+    after this cannot expose a version whose weights are still only in the page cache."""
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _read_json_object(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as err:
+        raise RegistryCorrupt(f"cannot read {what} {path}: {err.strerror or err}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RegistryCorrupt(f"{what} {path} is corrupt (not valid JSON: {err})") from None
+    if not isinstance(data, dict):
+        raise RegistryCorrupt(f"{what} {path} is corrupt (a JSON object expected, not {type(data).__name__})")
+    return data
+
+
 class Registry:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -80,25 +124,54 @@ class Registry:
         found = []
         for path in sorted(self.versions_dir.iterdir()):
             if _VERSION_RE.match(path.name) and (path / VERSION_FILE).is_file():
-                found.append(ModelVersion(path.name, path, json.loads((path / VERSION_FILE).read_text())))
+                found.append(self._version(path.name))
         return found
 
     def get(self, ref: str) -> ModelVersion:
-        """A version by name (`v0003`), number (`3`) or alias (`champion`)."""
-        name = self.aliases().get(ref) if ref in ALIASES else ref
-        if name is None:
-            raise RegistryError(f"no model is aliased {ref!r} in {self.root}")
-        if name.isdigit():
-            name = f"v{int(name):04d}"
+        """A version by name (`v0003`), number (`3`) or alias (`champion`); never a path."""
+        if ref in ALIASES:
+            name = self.aliases().get(ref)
+            if name is None:
+                raise RegistryError(f"no model is aliased {ref!r} in {self.root}")
+        elif ref.isascii() and ref.isdigit():
+            name = f"v{int(ref):04d}"
+        elif _VERSION_RE.match(ref):
+            name = ref
+        else:
+            raise RegistryError(
+                f"not a model version: {ref!r} (use a version name like v0003, its number, "
+                f"or {' / '.join(ALIASES)}; paths are not accepted)"
+            )
+        if not (self.versions_dir / name / VERSION_FILE).is_file():
+            shown = repr(ref) if name == ref else f"{ref!r} ({name})"
+            raise RegistryError(f"no model version {shown} in {self.root}")
+        return self._version(name)
+
+    def _version(self, name: str) -> ModelVersion:
         path = self.versions_dir / name
-        if not (path / VERSION_FILE).is_file():
-            raise RegistryError(f"no model version {ref!r} in {self.root}")
-        return ModelVersion(name, path, json.loads((path / VERSION_FILE).read_text()))
+        return ModelVersion(name, path, _read_json_object(path / VERSION_FILE, "version file"))
 
     def aliases(self) -> dict[str, Any]:
-        if not self.aliases_file.is_file():
+        """`aliases.json` as written; `RegistryCorrupt` when it is not (an alias that names no
+        well-formed version included), so no reader follows it and no writer overwrites it."""
+        if not self.aliases_file.exists():
             return {}
-        return dict(json.loads(self.aliases_file.read_text()))
+        aliases = _read_json_object(self.aliases_file, "aliases file")
+        for alias in ALIASES:
+            value = aliases.get(alias)
+            if value is not None and not (isinstance(value, str) and _VERSION_RE.match(value)):
+                raise RegistryCorrupt(
+                    f"aliases file {self.aliases_file} is corrupt "
+                    f"({alias!r} is {value!r}, not a version name)"
+                )
+        history = aliases.get("history", [])
+        if not isinstance(history, list) or not all(
+            isinstance(v, str) and _VERSION_RE.match(v) for v in history
+        ):
+            raise RegistryCorrupt(
+                f"aliases file {self.aliases_file} is corrupt ('history' must be a list of version names)"
+            )
+        return aliases
 
     def champion_path(self) -> Path:
         return self.get("champion").path
@@ -168,7 +241,9 @@ class Registry:
                 "note": note,
             }
             write_json_atomic(tmp / VERSION_FILE, meta)
+            _fsync_tree(tmp)  # the weights are on disk before the version can appear
             os.rename(tmp, self.versions_dir / version)
+            _fsync_dir(self.versions_dir)  # and the rename itself survives a power loss
             if alias is not None:
                 self._set_alias(alias, version)
         return self.get(version)
@@ -183,7 +258,11 @@ class Registry:
         aliases["history"] = history
         if alias == "champion" and aliases.get("challenger") == version:
             aliases.pop("challenger")
+        self._write_aliases(aliases)
+
+    def _write_aliases(self, aliases: dict[str, Any]) -> None:
         write_json_atomic(self.aliases_file, aliases)
+        _fsync_dir(self.root)
 
     def promote(self, ref: str) -> ModelVersion:
         """Make a version (or the challenger) the champion; the old champion goes to history."""
@@ -224,15 +303,36 @@ class Registry:
                 lock.truncate(0)
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def rollback(self) -> ModelVersion:
-        """The previous champion becomes champion again."""
+    def rollback_target(self) -> tuple[str | None, ModelVersion]:
+        """(the champion now, the version a rollback would make champion), without changing
+        anything; `RegistryError` when there is no predecessor or it is no longer there."""
+        aliases = self.aliases()
+        history: list[str] = list(aliases.get("history", []))
+        if not history:
+            raise RegistryError("nothing to roll back to: the champion has no predecessor")
+        previous = history[-1]
+        if not (self.versions_dir / previous / VERSION_FILE).is_file():
+            raise RegistryError(
+                f"cannot roll back: the previous champion {previous} is missing from {self.versions_dir} "
+                f"(deleted?); the champion stays {aliases.get('champion')}"
+            )
+        return aliases.get("champion"), self._version(previous)
+
+    def rollback(self, *, expected_champion: str | None = None) -> ModelVersion:
+        """The previous champion becomes champion again. Checked before anything is written:
+        the previous version must still exist, and with `expected_champion` the champion must
+        still be that one (a router that loaded the target first commits only what it loaded)."""
         with self._locked():
+            champion, target = self.rollback_target()
+            if expected_champion is not None and champion != expected_champion:
+                raise RegistryError(
+                    f"the champion changed to {champion} meanwhile (expected {expected_champion}); "
+                    "nothing rolled back"
+                )
             aliases = self.aliases()
             history: list[str] = list(aliases.get("history", []))
-            if not history:
-                raise RegistryError("nothing to roll back to: the champion has no predecessor")
-            previous = history.pop()
-            aliases["champion"] = previous
+            history.pop()
+            aliases["champion"] = target.version
             aliases["history"] = history
-            write_json_atomic(self.aliases_file, aliases)
-        return self.get(previous)
+            self._write_aliases(aliases)
+        return target

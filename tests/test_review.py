@@ -44,7 +44,7 @@ from router.store.models import requests as requests_table
 from router.store.queries import normalise_text, review_queue
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC).timestamp()
-TOKEN = "review-token"
+TOKEN = "review-admin-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 runner = CliRunner()
 

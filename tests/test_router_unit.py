@@ -408,7 +408,8 @@ def test_every_bad_input_is_a_json_error_naming_the_field(tmp_path: Path) -> Non
             )
             assert r.status_code == 422 and r.json()["errors"][0]["field"] == "Idempotency-Key"
             r = await client.get("/v1/route")
-            assert r.status_code == 405 and r.json()["detail"] == "Method Not Allowed"
+            assert r.status_code == 405 and r.headers["allow"] == "POST"
+            assert r.json()["detail"] == "method GET not allowed here; allowed: POST"
             r = await client.get("/nowhere")
             assert r.status_code == 404 and r.json()["detail"] == "Not Found"
 
@@ -438,7 +439,7 @@ def test_feedback_is_idempotent_and_checks_the_request(tmp_path: Path) -> None:
             assert keyed.json()["feedback_id"] != first.json()["feedback_id"]
             assert (await client.post("/v1/feedback", json=fix, headers=headers)).json() == keyed.json()
             other = await client.post("/v1/feedback", json={**fix, "correct_intent": "oos"}, headers=headers)
-            assert other.status_code == 422 and other.json()["errors"][0]["type"] == "idempotency_key_reused"
+            assert other.status_code == 409 and other.json()["errors"][0]["type"] == "idempotency_key_reused"
 
             missing = await client.post("/v1/feedback", json={**fb, "request_id": "nope"})
             assert missing.status_code == 404 and missing.json()["errors"][0]["field"] == "request_id"
@@ -558,7 +559,7 @@ def test_timeout_504_engine_failure_503_and_no_traceback(tmp_path: Path) -> None
 
 
 def test_not_ready_until_the_model_answers(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, retry_after_s=7)
+    settings = make_settings(tmp_path, retry_after_s=7, ready_cache_s=0)
     engine = FakeEngine()
 
     async def scenario() -> None:

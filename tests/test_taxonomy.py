@@ -19,7 +19,7 @@ from serving.registry import Registry
 from serving.taxonomy import Changes, Taxonomy, TaxonomyError
 
 runner = CliRunner()
-TOKEN = "tok"
+TOKEN = "taxonomy-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 

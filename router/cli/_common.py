@@ -129,9 +129,34 @@ DatasetOpt = Annotated[str | None, typer.Option("--dataset", "-d", help=DATASET_
 RequiredDatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help=DATASET_HELP)]
 ModelDirArg = Annotated[Path, typer.Argument(help="An exported model directory.")]
 ProgressOpt = Annotated[bool, typer.Option(help="Show progress bars.")]
+# the registry setting's environment names: SWITCHBOARD_REGISTRY_DIR (canonical, the router's
+# setting) and SWITCHBOARD_REGISTRY (alias); both set to different directories is an error
+REGISTRY_ENVVARS = ["SWITCHBOARD_REGISTRY_DIR", "SWITCHBOARD_REGISTRY"]
+
+
+def one_registry_env(ctx: typer.Context, param: Any, value: Path | None) -> Path | None:
+    """Option callback of `--registry`: when its value came from the environment, the two
+    names must not disagree (the one-line usage error names both)."""
+    from router.registry_env import RegistryEnvError, registry_from_env
+
+    source = ctx.get_parameter_source(param.name) if param.name else None
+    if source is not None and source.name == "ENVIRONMENT":
+        try:
+            registry_from_env()
+        except RegistryEnvError as err:
+            raise typer.BadParameter(str(err)) from None
+    return value
+
+
 RegistryOpt = Annotated[
     Path,
-    typer.Option("--registry", "-r", envvar="SWITCHBOARD_REGISTRY", help="Registry directory."),
+    typer.Option(
+        "--registry",
+        "-r",
+        envvar=REGISTRY_ENVVARS,
+        callback=one_registry_env,
+        help="Registry directory (env SWITCHBOARD_REGISTRY_DIR or SWITCHBOARD_REGISTRY).",
+    ),
 ]
 
 

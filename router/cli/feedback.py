@@ -25,9 +25,11 @@ import typer
 from router.cli._common import (
     DEFAULT_DATABASE_URL,
     DEFAULT_REGISTRY,
+    REGISTRY_ENVVARS,
     DatabaseUrlOpt,
     console,
     fail,
+    one_registry_env,
     open_store,
     require_dir,
     user_errors,
@@ -87,7 +89,8 @@ def import_feedback(
         typer.Option(
             "--registry",
             "-r",
-            envvar="SWITCHBOARD_REGISTRY",
+            envvar=REGISTRY_ENVVARS,
+            callback=one_registry_env,
             help="Valid intents: the registry's champion plus pending ones (default: runs/registry).",
         ),
     ] = None,

@@ -34,7 +34,7 @@ def _registry(path: Path) -> Registry:
     from serving.registry import Registry
 
     if not path.is_dir():
-        fail(f"no model registry at {path} (set --registry or SWITCHBOARD_REGISTRY)")
+        fail(f"no model registry at {path} (set --registry or SWITCHBOARD_REGISTRY_DIR)")
     return Registry(path)
 
 

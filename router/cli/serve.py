@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -75,7 +75,7 @@ def serve(
     # handlers receive that re-raise, so a graceful stop exits 0.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
-    uvicorn.run(
+    server_config = uvicorn.Config(
         application,
         host=settings.host,
         port=settings.port,
@@ -83,10 +83,60 @@ def serve(
         http="httptools",
         access_log=settings.access_log,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)),
+        timeout_graceful_shutdown=drain_timeout_s(settings),
     )
+    _graceful_server(server_config, application.state.runtime, settings.shutdown_delay_s).run()
     if failures:
         fail(f"model failed to load: {failures[0]}", code=1)
+    _exit_now(0)
+
+
+def _exit_now(code: int) -> None:
+    """Exit without the interpreter's teardown, which takes 2-3 s with torch and vLLM loaded and
+    would run past the shutdown budget. Safe here: the lifespan has flushed (or spooled) the
+    request log and closed the engine; engine processes still alive are killed, as vLLM's own
+    exit handler would."""
+    import logging
+    import multiprocessing
+    import sys
+
+    for child in multiprocessing.active_children():
+        child.kill()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def drain_timeout_s(settings: Settings) -> int:
+    """uvicorn's share of the one shutdown budget (`shutdown_timeout_s`, counted from SIGTERM):
+    what is left after the readiness delay and a reserve for the log flush and the engine close
+    (a fifth of the budget, at least 1 s), less half a second for uvicorn to notice the signal."""
+    total = settings.shutdown_timeout_s
+    reserve = max(1.0, 0.2 * total)
+    return max(1, int(total - settings.shutdown_delay_s - reserve - 0.5))
+
+
+def _graceful_server(config: Any, runtime: Any, delay_s: float) -> Any:
+    """A uvicorn server whose first SIGTERM/SIGINT makes /readyz answer 503 and starts the
+    shutdown budget at once; it keeps serving `delay_s` more (a load balancer notices), then
+    stops accepting and drains. A second signal stops at once."""
+    import threading
+
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            first = runtime.shutdown_deadline is None
+            runtime.begin_shutdown()
+            if first and delay_s > 0:
+                timer = threading.Timer(delay_s, setattr, (self, "should_exit", True))
+                timer.daemon = True
+                timer.start()
+                return
+            super().handle_exit(sig, frame)
+
+    return GracefulServer(config)
 
 
 def _check_serving(settings: Settings) -> None:
@@ -94,7 +144,7 @@ def _check_serving(settings: Settings) -> None:
 
     Raises the settings', policy's, model directory's and store's own errors (user errors)."""
     from router.policy import policy_for
-    from router.store import create_db_engine, migrate
+    from router.store import Spool, create_db_engine, migrate, spool_dir_for
     from serving.model_dir import read_model_info
 
     if settings.model_dir is None:
@@ -102,8 +152,12 @@ def _check_serving(settings: Settings) -> None:
     require_dir(settings.model_dir)
     info = read_model_info(settings.model_dir)
     policy_for(info, settings)
-    db = create_db_engine(settings.database_url)
+    db = create_db_engine(settings.database_url, connect_timeout_s=settings.database_connect_timeout_s)
     try:
         migrate(db)
     finally:
         db.dispose()
+    if settings.log_spool:  # an unwritable spool directory: one line, exit 2
+        directory = spool_dir_for(settings.database_url, settings.log_spool_dir)
+        if directory is not None:
+            Spool(directory).close(keep=False)

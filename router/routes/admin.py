@@ -4,6 +4,12 @@
 Protected by a bearer token from settings (`admin_token`); with no token configured the
 endpoints answer 404, so a deployment that never set one exposes nothing. Missing credentials
 are 401, wrong ones 403. A model that fails to load leaves the old one serving (503, reported).
+
+Model changes are serialised (`Runtime.change_lock`, shared with the startup load and the
+registry watcher): concurrent calls run one after the other, never two loads at once. A rollback
+loads the previous champion first and moves the registry's `champion` alias only once it serves,
+so a version that cannot load leaves both the registry and the router as they were. `version` is
+a version name, number or alias, never a path (422); a corrupt registry file is 409 naming it.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from router.schemas import (
     TaxonomyResponse,
 )
 from serving import taxonomy
-from serving.registry import Registry, RegistryError
+from serving.registry import Registry, RegistryCorrupt, RegistryError
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -39,6 +45,9 @@ ERRORS: dict[int | str, dict[str, object]] = {
 class ReloadRequest(BaseModel):
     version: str | None = Field(
         None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^(v[0-9]{4,}|[0-9]+|champion|challenger)$",
         description="Registry version (v0003, 3) or alias; default: the registry's champion, "
         "or the configured model_dir re-read when there is no registry.",
     )
@@ -54,6 +63,15 @@ def _registry(rt: RuntimeDep) -> Registry:
     if rt.settings.registry_dir is None:
         raise ApiError(409, "no model registry configured (registry_dir / SWITCHBOARD_REGISTRY_DIR)")
     return Registry(rt.settings.registry_dir)
+
+
+def _corrupt(err: RegistryCorrupt) -> ApiError:
+    """A registry file the registry cannot read: the operator's problem, named, not a 500."""
+    return ApiError(
+        409,
+        f"model registry unreadable: {err}",
+        [{"field": "registry", "message": str(err), "type": "registry_corrupt"}],
+    )
 
 
 async def _swap(rt: RuntimeDep, model_dir: Path) -> ReloadResponse:
@@ -75,27 +93,51 @@ async def _swap(rt: RuntimeDep, model_dir: Path) -> ReloadResponse:
 async def reload(rt: RuntimeDep, body: ReloadRequest | None = None) -> ReloadResponse:
     """Load a model (default: the registry's champion), warm it, switch, free the old one."""
     version = body.version if body else None
-    if rt.settings.registry_dir is None:
-        if version is not None:
-            raise field_error("version", "needs a model registry (registry_dir)", "no_registry")
-        if rt.settings.model_dir is None:
-            raise ApiError(409, "nothing to reload: no model_dir and no registry")
-        return await _swap(rt, rt.settings.model_dir)
-    try:
-        target = _registry(rt).get(version or "champion")
-    except RegistryError as err:
-        raise field_error("version", str(err), "unknown_version") from None
-    return await _swap(rt, target.path)
+    async with rt.change_lock:
+        if rt.settings.registry_dir is None:
+            if version is not None:
+                raise field_error(  # a valid request this router's configuration cannot serve
+                    "version", "needs a model registry (registry_dir)", "no_registry", status=409
+                )
+            if rt.settings.model_dir is None:
+                raise ApiError(409, "nothing to reload: no model_dir and no registry")
+            return await _swap(rt, rt.settings.model_dir)
+        registry = _registry(rt)
+        try:
+            target = await asyncio.to_thread(registry.get, version or "champion")
+        except RegistryCorrupt as err:
+            raise _corrupt(err) from None
+        except RegistryError as err:
+            raise field_error("version", str(err), "unknown_version") from None
+        return await _swap(rt, target.path)
 
 
 @router.post("/rollback", response_model=ReloadResponse, responses=ERRORS, dependencies=[Admin])
 async def rollback(rt: RuntimeDep) -> ReloadResponse:
-    """Make the previous champion the champion again in the registry, and serve it."""
-    try:
-        previous = _registry(rt).rollback()
-    except RegistryError as err:
-        raise ApiError(409, str(err)) from None
-    return await _swap(rt, previous.path)
+    """Serve the previous champion, then make it the registry's champion again.
+
+    The order matters: the registry is changed only once the previous champion serves, and only
+    if the champion is still the one this rollback started from; otherwise the router goes back
+    to what it served before (409), so registry and router never disagree."""
+    async with rt.change_lock:
+        registry = _registry(rt)
+        try:
+            champion, target = await asyncio.to_thread(registry.rollback_target)
+        except RegistryCorrupt as err:
+            raise _corrupt(err) from None
+        except RegistryError as err:
+            raise ApiError(409, str(err)) from None
+        before = rt.settings.model_dir
+        answer = await _swap(rt, target.path)  # 503 if it cannot load: nothing was written
+        try:
+            await asyncio.to_thread(registry.rollback, expected_champion=champion)
+        except RegistryError as err:
+            detail = f"rollback not recorded in the registry: {err}"
+            if before is not None:
+                back = await _swap(rt, before)
+                detail += f"; serving {back.model_version} again"
+            raise ApiError(409, detail) from None
+        return answer
 
 
 # -- intents: the taxonomy beside the registry's versions (serving.taxonomy) ------------------
@@ -151,6 +193,8 @@ async def list_taxonomy(rt: RuntimeDep) -> TaxonomyResponse:
     registry = _registry(rt)
     try:
         return await asyncio.to_thread(_read_taxonomy, registry)
+    except RegistryCorrupt as err:
+        raise _corrupt(err) from None
     except (RegistryError, taxonomy.TaxonomyError) as err:
         raise ApiError(409, str(err)) from None
 

@@ -20,10 +20,10 @@ router = APIRouter(prefix="/v1", tags=["feedback"])
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No routed request has this request_id."},
+    409: {"model": ErrorResponse, "description": "The Idempotency-Key was used for other feedback."},
     422: {
         "model": ErrorResponse,
-        "description": "Unknown intent (the valid ones are listed), "
-        "an Idempotency-Key reused for other feedback, or an invalid body.",
+        "description": "Unknown intent (the valid ones are listed) or an invalid body.",
     },
     503: {"model": ErrorResponse, "description": "Model loading or store shutting down."},
     504: {"model": ErrorResponse, "description": "The store did not answer in time."},
@@ -68,10 +68,12 @@ async def post_feedback(
             "Idempotency-Key",
             "this key was already used for different feedback",
             "idempotency_key_reused",
+            status=409,  # the request is valid; it conflicts with what the key already stored
         )
     row = result.row
     if result.status == "created":
         rt.metrics.observe_feedback(row.agree)
+        rt.quality.observe_feedback(row.predicted_intent, row.agree)
     else:
         response.headers["Idempotent-Replayed"] = "true"
     return row

@@ -20,12 +20,14 @@ async def livez() -> Health:
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
 async def readyz(rt: RuntimeDep) -> JSONResponse:
     """200 once the model is loaded and answers; 503 while loading, after a failure, or when
-    the engine stops answering."""
+    the engine stops answering, and from SIGTERM on (shutting down)."""
     model = rt.model
+    if rt.shutdown_deadline is not None:
+        return _health(503, "stopping", None if model is None else model.info.version, "shutting down")
     if model is None:
         status, reason = ("failed", rt.load_error) if rt.load_error else ("loading", "model loading")
         return _health(503, status, reason=reason)
-    if not await model.engine.ready():
+    if not await rt.readiness.ready(model.engine):
         return _health(503, "unavailable", model.info.version, "the engine is not answering")
     return _health(200, "ready", model.info.version)
 

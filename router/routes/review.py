@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
+from pydantic import BeforeValidator
 
 from router.deps import RuntimeDep, require_admin
 from router.errors import unavailable
@@ -21,6 +22,14 @@ from router.store.models import NAME_LENGTH
 from router.store.queries import REVIEW_LIMIT_MAX, QueueItem, ReviewStrategy, review_queue
 
 router = APIRouter(prefix="/v1", tags=["review"])
+
+
+def _iso_8601(value: Any) -> Any:
+    """Pydantic would also read `since=0.5` as a Unix time; the API promises ISO 8601 only."""
+    if isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit():
+        raise ValueError("must be an ISO 8601 date or date-time, e.g. 2026-11-30T12:00:00Z")
+    return value
+
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": why}
@@ -54,7 +63,9 @@ async def review(
     ] = "uncertainty",
     limit: Annotated[int, Query(ge=1, le=REVIEW_LIMIT_MAX, description="Items at most.")] = 50,
     since: Annotated[
-        datetime | None, Query(description="Only requests logged at or after this time (ISO 8601).")
+        datetime | None,
+        BeforeValidator(_iso_8601),
+        Query(description="Only requests logged at or after this time (ISO 8601 date or date-time)."),
     ] = None,
     model_version: Filter = None,
     route: Filter = None,

@@ -1,13 +1,14 @@
 """Request log and feedback store: SQLAlchemy 2 over SQLite (WAL) or PostgreSQL (psycopg 3)."""
 
 from router.store.db import StoreError, create_db_engine, current_revision, head_revision, migrate
+from router.store.records import RequestRecord
+from router.store.spool import Spool, SpoolError, spool_dir_for
 from router.store.writer import (
     FeedbackItem,
     FeedbackResult,
     FeedbackRow,
     LogClosed,
     RequestLog,
-    RequestRecord,
     WriterHooks,
     feedback_item,
     new_request_id,
@@ -21,6 +22,8 @@ __all__ = [
     "LogClosed",
     "RequestLog",
     "RequestRecord",
+    "Spool",
+    "SpoolError",
     "StoreError",
     "WriterHooks",
     "create_db_engine",
@@ -29,5 +32,6 @@ __all__ = [
     "head_revision",
     "migrate",
     "new_request_id",
+    "spool_dir_for",
     "store_feedback",
 ]

@@ -34,8 +34,12 @@ class StoreError(RuntimeError):
     """The store cannot be opened or migrated (bad URL, unreachable server, permissions)."""
 
 
-def create_db_engine(url: str) -> Engine:
-    """A SQLAlchemy engine for `url` with the settings this service depends on."""
+def create_db_engine(url: str, *, connect_timeout_s: int = 5) -> Engine:
+    """A SQLAlchemy engine for `url` with the settings this service depends on.
+
+    PostgreSQL gets libpq's `connect_timeout` (unless the URL sets it): without one, connecting
+    to a server that drops packets waits for the kernel's TCP timeout (minutes), longer than any
+    shutdown budget."""
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -46,6 +50,8 @@ def create_db_engine(url: str) -> Engine:
         if parsed.drivername in ("postgresql", "postgres"):
             parsed = parsed.set(drivername="postgresql+psycopg")
         kwargs.update(pool_pre_ping=True, pool_size=4, max_overflow=4)
+        if "connect_timeout" not in parsed.query:
+            kwargs["connect_args"] = {"connect_timeout": connect_timeout_s}
     elif backend == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):

@@ -1,0 +1,105 @@
+"""Follow the registry's champion: every replica serves a promotion (or rollback) on its own.
+
+With `registry_poll_s` > 0 each router replica reads `REGISTRY/aliases.json` (a small file, one
+read per interval) and, when the `champion` alias has moved since it last looked and the router
+does not serve that version already, swaps to it exactly as `POST /v1/admin/reload` would (same
+lock, same zero-downtime swap). So a `switchboard retrain` or `models promote|rollback` run by any
+process, such as the nightly CronJob, reaches every replica within one interval, instead of the
+one replica a `curl` of the Service happened to hit.
+
+It acts on *changes* of the alias only: a router started on an explicit `model_dir`, or moved to
+another version with `/v1/admin/reload {"version": ...}`, keeps serving it until the champion
+next changes. A champion that fails to load is logged and counted
+(`switchboard_model_reloads_total{outcome="failed"}`), the old model keeps serving, and the load is
+retried with a doubling back-off (at most every `MAX_BACKOFF_S`) until it works or the champion
+moves on. An unreadable registry is logged (once per distinct error) and retried each interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+from router.runtime import Runtime
+from serving.registry import Registry, RegistryError
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 300.0
+
+
+def _champion(registry: Registry) -> str | None:
+    champion = registry.aliases().get("champion")
+    return str(champion) if champion else None
+
+
+def _served_version(rt: Runtime, registry: Registry) -> str | None:
+    """The registry version the router serves (its model dir is one of the registry's), else None."""
+    model_dir = rt.settings.model_dir
+    if model_dir is None:
+        return None
+    path = Path(model_dir).resolve()
+    return path.name if path.parent == registry.versions_dir.resolve() else None
+
+
+class ChampionWatch:
+    """One replica's watch of the champion alias; `run()` is the background task."""
+
+    def __init__(self, rt: Runtime) -> None:
+        if rt.settings.registry_dir is None or not rt.settings.registry_poll_s:
+            raise ValueError("the champion watch needs registry_dir and registry_poll_s > 0")
+        self.rt = rt
+        self.registry = Registry(rt.settings.registry_dir)
+        self.interval_s = float(rt.settings.registry_poll_s)
+        # the champion last acted on: what the router was started with, when it came from the
+        # registry; else the first champion read (an explicit model_dir is left alone)
+        self.seen: str | None = _served_version(rt, self.registry)
+        self._started = self.seen is not None
+        self._last_error: str | None = None
+        self._failures = 0
+        self._retry_at = 0.0
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            await self.check()
+
+    async def check(self) -> str | None:
+        """One look at the alias; swaps when the champion moved. Returns the version swapped to."""
+        try:
+            champion = await asyncio.to_thread(_champion, self.registry)
+        except (RegistryError, OSError) as err:
+            if str(err) != self._last_error:
+                log.error("registry watch: cannot read the champion, still serving: %s", err)
+                self._last_error = str(err)
+            return None
+        self._last_error = None
+        if not self._started:
+            self.seen, self._started = champion, True
+            return None
+        if champion is None or champion == self.seen:
+            return None
+        if time.monotonic() < self._retry_at:
+            return None
+        async with self.rt.change_lock:  # admin reload/rollback and this never overlap
+            if _served_version(self.rt, self.registry) == champion:
+                self.seen, self._failures = champion, 0  # e.g. an admin rollback loaded it already
+                return None
+            try:
+                target = await asyncio.to_thread(self.registry.get, champion)
+                await self.rt.swap(target.path)
+            except Exception as err:
+                self._failures += 1
+                backoff = min(self.interval_s * 2**self._failures, MAX_BACKOFF_S)
+                self._retry_at = time.monotonic() + backoff
+                log.error(
+                    "registry watch: champion %s failed to load, still serving %s (retry in %.1f s): %s: %s",
+                    champion, self.rt.model.info.version if self.rt.model else "none", backoff,
+                    type(err).__name__, err,
+                )  # fmt: skip
+                return None
+        log.info("registry watch: now serving the new champion %s", champion)
+        self.seen, self._failures, self._retry_at = champion, 0, 0.0
+        return champion
