@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export SWITCHBOARD_DATA_DIR ?= $(abspath ../shared/datasets)
 
-.PHONY: install test test-fast lint demo bench-train clean
+.PHONY: install test test-fast lint monitoring-check demo bench-train clean
 
 install: $(BIN)/switchboard
 
@@ -33,6 +33,12 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache --no-logo
+
+# the shipped Prometheus config and rules, and the promtool unit tests of every alert
+monitoring-check:
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool check rules deploy/prometheus/rules/*.yaml
+	promtool test rules deploy/prometheus/tests/*.yaml
 
 demo: install
 	$(BIN)/python -m router.demo

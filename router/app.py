@@ -37,6 +37,7 @@ from router.routes import admin, feedback, health, intents, metrics, review, rou
 from router.runtime import EngineFactory, Runtime, open_configured_engine
 from router.settings import Settings
 from router.store import RequestLog, Spool, WriterHooks, create_db_engine, migrate, spool_dir_for
+from router.web import install_review_inbox
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ def build_app(settings: Settings, *, engine_factory: EngineFactory | None = None
     app.add_middleware(TrafficMiddleware, runtime=runtime)
     for module in (route, feedback, intents, health, metrics, admin, review):
         app.include_router(module.router)
+    install_review_inbox(app, settings)  # /review: the review inbox, 404 unless review_ui is set
     return app
 
 

@@ -102,15 +102,14 @@ class QualityMonitor:
         except ModelDirError as err:
             log.warning("drift baseline not read, comparing with a uniform intent mix: %s", err)
             baseline = None
-        if baseline is None or not baseline.label_prior:
-            if baseline is None:
-                log.info(
-                    "model %s has no drift baseline (exported before it was written): the intent "
-                    "mix is compared with a uniform prior, confidence drift has no expectation",
-                    info.version,
-                )
-            baseline = Baseline({}, baseline.confidence_quantiles if baseline else (), None)
-        self.install(info.labels, baseline, threshold)
+        if baseline is None:
+            log.info(
+                "model %s has no drift baseline (exported before it was written): the intent "
+                "mix is compared with a uniform prior, confidence drift has no expectation",
+                info.version,
+            )
+            baseline = Baseline({})
+        self.install(info.labels, baseline, threshold)  # an empty prior is taken as uniform
 
     def install(self, labels: Sequence[str], baseline: Baseline, threshold: float) -> None:
         self.labels = tuple(labels)
@@ -127,8 +126,9 @@ class QualityMonitor:
         self._window.clear()
         self._counts = [0] * (len(self.labels) + 1)  # the last slot: an intent outside the labels
         self._low = 0
-        for label in self.labels:  # pre-create: the label set is bounded by the model's
-            self._child(label)
+        for label in self.labels:  # pre-create from 0, so rate() sees the first increments
+            self._child(label)  # (bounded: the label set is the model's)
+            self._feedback_child(label, True)
 
     # -- per query / per feedback ----------------------------------------------------------
 
@@ -147,13 +147,17 @@ class QualityMonitor:
 
     def observe_feedback(self, predicted_intent: str, agree: bool) -> None:
         intent = predicted_intent if predicted_intent in self._index else OTHER
-        key = (intent, agree)
-        child = self._feedback_children.get(key)
-        if child is None:
-            child = self._feedback_children[key] = self.intent_feedback.labels(
-                intent, "agree" if agree else "disagree"
-            )
-        child.inc()
+        self._feedback_child(intent, agree).inc()
+
+    def _feedback_child(self, intent: str, agree: bool) -> Counter:
+        child = self._feedback_children.get((intent, agree))
+        if child is None:  # both verdicts at once: an agreeing share over them is then defined
+            for verdict in (True, False):
+                self._feedback_children[(intent, verdict)] = self.intent_feedback.labels(
+                    intent, "agree" if verdict else "disagree"
+                )
+            child = self._feedback_children[(intent, agree)]
+        return child
 
     def _child(self, intent: str) -> Counter:
         if intent not in self._index:

@@ -214,6 +214,8 @@ class RouterMetrics:
         )
         for reason in ("rejected", "shutdown", "error"):
             self.log_spilled.labels(reason)
+        for outcome in ("ok", "failed"):  # from 0: an alert on increase() sees the first failure
+            self.reloads.labels(outcome)
         self._window: deque[bool] = deque(maxlen=accuracy_window)
         self._agreeing = 0
         self.live_accuracy.set(float("nan"))

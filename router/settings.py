@@ -8,6 +8,7 @@ The YAML file is optional (`switchboard serve --config settings.yaml`, or `SWITC
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,6 +28,8 @@ from serving.registry import Registry, RegistryError
 
 ENV_PREFIX = "SWITCHBOARD_"
 MIN_TOKEN_CHARS = 16  # bearer tokens shorter than this are refused at startup
+ADMIN_REVIEWER = "admin"  # the review inbox's name for whoever signs in with the admin token
+REVIEWER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 
 
 class SettingsError(ValueError):
@@ -65,6 +68,21 @@ class Settings(BaseSettings):
         description="Bearer token for /v1/admin/* and /v1/review (at least 16 characters); "
         "unset: those endpoints are off (404).",
     )
+    # the review inbox (router.web): a web page for people who label queries
+    review_ui: bool = Field(
+        False, description="Serve the review inbox at /review (needs admin_token or review_tokens)."
+    )
+    review_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Reviewer name -> sign-in token for /review, each at least 16 characters "
+        '(env: JSON, e.g. {"alice": "..."}); the admin token signs in as "admin".',
+    )
+    session_secret: SecretStr | None = Field(
+        None,
+        description="Key that signs /review session cookies (at least 16 characters); unset: a random "
+        "key per process (sessions end at a restart and hold on one replica only).",
+    )
+    review_session_hours: float = Field(12.0, gt=0, le=720, description="A /review sign-in lasts this long.")
     engine: Literal["local", "remote"] = Field("local", description="In-process vLLM or remote.")
     engine_url: str | None = Field(None, description="`vllm serve` base URL (remote engine).")
     dtype: str = Field("auto", description="vLLM dtype: auto | float32 | bfloat16 | float16.")
@@ -159,22 +177,32 @@ class Settings(BaseSettings):
         2000, ge=10, description="Routed queries in the intent-mix and confidence drift window."
     )
 
-    @field_validator("admin_token")
+    @field_validator("admin_token", "session_secret")
     @classmethod
     def _strong_token(cls, value: SecretStr | None) -> SecretStr | None:
         """An empty token would make `Authorization: Bearer ` an admin: refuse it, and short ones."""
-        if value is None:
-            return None
-        secret = value.get_secret_value()
-        if not secret.strip():
-            raise ValueError("must not be empty or blank (unset it to turn the admin endpoints off)")
-        if secret != secret.strip() or any(ch.isspace() for ch in secret):
-            raise ValueError("must not contain whitespace")
-        if len(secret) < MIN_TOKEN_CHARS:
-            raise ValueError(
-                f"is {len(secret)} characters; use at least {MIN_TOKEN_CHARS} "
-                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
-            )
+        return None if value is None else _strong_secret(value)
+
+    @field_validator("review_tokens")
+    @classmethod
+    def _reviewers(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        """Reviewer names become feedback `source`s: short and plain; tokens as strong as the
+        admin token and all different (a token names one reviewer)."""
+        for name, token in value.items():
+            if not REVIEWER_NAME.fullmatch(name):
+                raise ValueError(
+                    f"reviewer name {name!r}: use 1-64 letters, digits and _ . @ - (starting with a "
+                    "letter or digit)"
+                )
+            if name == ADMIN_REVIEWER:
+                raise ValueError(f"reviewer name {name!r} is the admin token's; choose another")
+            try:
+                _strong_secret(token)
+            except ValueError as err:
+                raise ValueError(f"token of {name!r} {err}") from None
+        secrets_ = [t.get_secret_value() for t in value.values()]
+        if len(set(secrets_)) != len(secrets_):
+            raise ValueError("two reviewers share a token; give each their own")
         return value
 
     @field_validator("oos_labels", mode="before")
@@ -214,6 +242,15 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _review_ui_needs_a_token(self) -> Settings:
+        if self.review_ui and self.admin_token is None and not self.review_tokens:
+            raise ValueError("review_ui needs admin_token or review_tokens: nobody could sign in")
+        admin = self.admin_token.get_secret_value() if self.admin_token else None
+        if admin is not None and any(t.get_secret_value() == admin for t in self.review_tokens.values()):
+            raise ValueError("a review token equals admin_token; give reviewers their own tokens")
+        return self
+
+    @model_validator(mode="after")
     def _remote_needs_url(self) -> Settings:
         if self.engine == "remote" and not self.engine_url:
             raise ValueError("engine 'remote' needs engine_url (SWITCHBOARD_ENGINE_URL or --url)")
@@ -247,6 +284,20 @@ class Settings(BaseSettings):
             ),
             InitSettingsSource(settings_cls, init_kwargs=yaml_values),
         )
+
+
+def _strong_secret(value: SecretStr) -> SecretStr:
+    secret = value.get_secret_value()
+    if not secret.strip():
+        raise ValueError("must not be empty or blank (unset it to turn what it guards off)")
+    if secret != secret.strip() or any(ch.isspace() for ch in secret):
+        raise ValueError("must not contain whitespace")
+    if len(secret) < MIN_TOKEN_CHARS:
+        raise ValueError(
+            f"is {len(secret)} characters; use at least {MIN_TOKEN_CHARS} "
+            "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    return value
 
 
 class _RegistryAliasSource(PydanticBaseSettingsSource):

@@ -135,7 +135,8 @@ def test_intent_labels_stay_within_the_model_labels() -> None:
     m.observe_feedback("a", agree=True)
     s = scrape(registry)
     assert s.label_values("switchboard_intent_queries_total", "intent") == {"a", "b", "other"}
-    assert s.label_values("switchboard_intent_feedback_total", "intent") == {"a", "other"}
+    assert s.label_values("switchboard_intent_feedback_total", "intent") == {"a", "b", "other"}
+    assert s("switchboard_intent_feedback_total", intent="other", verdict="agree") == 0  # both verdicts
     # an intent outside the labels is a bin the prior gives nothing: drift, never a crash
     assert s("switchboard_intent_mix_divergence") == pytest.approx(1.0)
 

@@ -27,6 +27,7 @@ EXPORTED = [
     "README.md",
     "confusion_matrix.png",
     "routes.yaml",
+    "baseline.json",  # the drift baseline: training prior, validation's confidences
 ]
 
 

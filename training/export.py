@@ -12,11 +12,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from serving.model_dir import FEWSHOT_FILE, FewShotExamples
+from serving.model_dir import BASELINE_FILE, FEWSHOT_FILE, Baseline, FewShotExamples
 from training.baselines.examples import texts_by_intent
 from training.data import IntentDataset
 from training.modeling import POOLING_CONFIG_KEY, BuiltModel, classifier_class
@@ -117,6 +118,34 @@ def write_fewshot(
     examples = FewShotExamples(sample, dict(data.descriptions), seed=seed, source=data.name)
     path = out_dir / FEWSHOT_FILE
     write_json(path, examples.to_json())
+    return path
+
+
+def write_baseline(
+    train_labels: list[str],
+    labels: list[str],
+    out_dir: Path,
+    *,
+    validation_probs: Any = None,
+    accuracy: float | None = None,
+) -> Path:
+    """Ship the drift baseline with the model (`serving.model_dir.BASELINE_FILE`): each intent's
+    share of the training split (the prior the router's intent-mix drift compares with), and the
+    percentiles of validation's top-1 probability (the expected share under any threshold)."""
+    counts = {label: 0 for label in labels}
+    for label in train_labels:
+        counts[label] = counts.get(label, 0) + 1
+    total = max(1, len(train_labels))
+    quantiles: tuple[float, ...] = ()
+    if validation_probs is not None and len(validation_probs):
+        top1 = np.asarray(validation_probs, dtype=np.float64).max(axis=1)
+        quantiles = tuple(round(float(q), 6) for q in np.quantile(top1, np.linspace(0.0, 1.0, 101)))
+    baseline = Baseline(
+        {label: round(n / total, 6) for label, n in counts.items()}, quantiles,
+        None if accuracy is None else float(accuracy),
+    )  # fmt: skip
+    path = out_dir / BASELINE_FILE
+    write_json(path, baseline.to_json())
     return path
 
 

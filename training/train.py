@@ -30,7 +30,14 @@ from training.config import TrainConfig, dump_config
 from training.data import IntentDataset, Split, load_dataset
 from training.data.types import OOS_LABEL
 from training.evaluate import split_metrics, split_probabilities, write_evaluation
-from training.export import merged_model, save_model_dir, write_fewshot, write_json, write_routes
+from training.export import (
+    merged_model,
+    save_model_dir,
+    write_baseline,
+    write_fewshot,
+    write_json,
+    write_routes,
+)
 from training.head_growth import grow_head
 from training.head_init import linear_probe_init
 from training.metrics import trainer_compute_metrics
@@ -48,6 +55,10 @@ class TrainResult:
 
 
 def train(config: TrainConfig, *, resume: str | bool | None = None, progress: bool = True) -> TrainResult:
+    if config.model.objective == "generate":  # TRL SFT on prompt-completion pairs, same steps
+        from training.generative import train_generative
+
+        return TrainResult(*train_generative(config, resume=resume, progress=progress))
     out = Path(config.output_dir)
     set_seed(config.optim.seed)
     started = time.perf_counter()
@@ -141,6 +152,12 @@ def evaluate_export(
     threshold = metrics["oos_threshold"]["threshold"] if data.has_oos else None
     for name, (y_true, probs) in evaluated.items():
         metrics[name] = split_metrics(y_true, probs, labels, oos_threshold=threshold)
+    if "validation" in evaluated:  # the router's drift signals compare live traffic with this
+        write_baseline(
+            data.train.labels, list(labels), out,
+            validation_probs=evaluated["validation"][1],
+            accuracy=metrics["validation"].get("accuracy"),
+        )  # fmt: skip
     split = "test" if data.test is not None else "validation"
     write_evaluation(metrics[split], labels, out, title=f"{data.name} ({split})")
     return metrics

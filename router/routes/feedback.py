@@ -2,7 +2,10 @@
 
 The correct intent is one the served model knows or one added since and pending (the registry's
 taxonomy, `switchboard intents`): feedback naming a pending intent is how its training examples
-are collected (stored with `agree` false: the model could not have said it)."""
+are collected (stored with `agree` false: the model could not have said it).
+
+`check_intent` and `record_feedback` are the one path feedback takes into the store (idempotency,
+agree/disagree, the metrics): the review inbox (`router.web`) stores its labels through them too."""
 
 from __future__ import annotations
 
@@ -13,8 +16,9 @@ from fastapi import APIRouter, Response
 
 from router.deps import IdempotencyKey, ModelDep, RuntimeDep
 from router.errors import field_error, timed_out, unavailable
+from router.runtime import LoadedModel, Runtime
 from router.schemas import ErrorResponse, FeedbackRequest
-from router.store import FeedbackRow, LogClosed, feedback_item
+from router.store import FeedbackItem, FeedbackRow, LogClosed, feedback_item
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
 
@@ -40,18 +44,32 @@ async def post_feedback(
 ) -> FeedbackRow:
     """Record the correct intent for a request. A repeat (same body, or same Idempotency-Key)
     stores nothing new and returns the first one, marked by `Idempotent-Replayed: true`."""
-    if body.correct_intent not in rt.feedback_intents:  # the served intents and the pending ones
+    check_intent(rt, model, body.correct_intent)
+    item = feedback_item(body.request_id, body.correct_intent, body.source, body.comment, idempotency_key)
+    row, created = await record_feedback(rt, item)
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return row
+
+
+def check_intent(rt: Runtime, model: LoadedModel, correct_intent: str) -> None:
+    """422 unless feedback may name `correct_intent` (a served intent or a pending one)."""
+    if correct_intent not in rt.feedback_intents:  # the served intents and the pending ones
         valid = rt.taxonomy.feedback_labels() or list(model.policy.labels)
         pending = [i.name for i in rt.taxonomy.pending]
         note = f" (pending: {', '.join(pending)})" if pending else ""
         raise field_error(
             "correct_intent",
-            f"unknown intent {body.correct_intent!r}; valid intents: {', '.join(valid)}{note}",
+            f"unknown intent {correct_intent!r}; valid intents: {', '.join(valid)}{note}",
             "unknown_intent",
             allowed=valid,
         )
+
+
+async def record_feedback(rt: Runtime, item: FeedbackItem) -> tuple[FeedbackRow, bool]:
+    """Store `item` through the request log's writer: the row and whether it is new (False: a
+    replay of stored feedback). 404 for an unknown request, 409 for a reused key, 503 / 504."""
     assert rt.log is not None  # set in the lifespan before any request
-    item = feedback_item(body.request_id, body.correct_intent, body.source, body.comment, idempotency_key)
     try:
         async with asyncio.timeout(rt.settings.request_timeout_s):
             result = await rt.log.submit_feedback(item)
@@ -61,7 +79,7 @@ async def post_feedback(
         raise unavailable("the feedback store is shutting down", rt.settings.retry_after_s) from None
     if result.status == "not_found":
         raise field_error(
-            "request_id", f"no routed request with id {body.request_id!r}", "not_found", status=404
+            "request_id", f"no routed request with id {item.request_id!r}", "not_found", status=404
         )
     if result.status == "conflict" or result.row is None:
         raise field_error(
@@ -74,6 +92,4 @@ async def post_feedback(
     if result.status == "created":
         rt.metrics.observe_feedback(row.agree)
         rt.quality.observe_feedback(row.predicted_intent, row.agree)
-    else:
-        response.headers["Idempotent-Replayed"] = "true"
-    return row
+    return row, result.status == "created"

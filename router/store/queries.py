@@ -2,8 +2,9 @@
 
 The writer (`router.store.writer`) owns every write; what reads the tables for other purposes
 lives here, so no other package reaches into the router's tables: `switchboard retrain` reads
-the feedback with `feedback_rows` and hands plain rows to `training.retrain`; `GET /v1/review`
-and `switchboard review export` read the review queue with `review_queue`.
+the feedback with `feedback_rows` and hands plain rows to `training.retrain`; `GET /v1/review`,
+`switchboard review export` and the review inbox read the review queue with `review_queue`, and
+the inbox's header reads `review_stats`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
-from sqlalchemy import Engine, Row, exists, select
+from sqlalchemy import Engine, Row, exists, func, select
 
 from router.store.db import create_db_engine
 from router.store.models import feedback, requests
@@ -217,3 +218,59 @@ def _connected(engine_or_url: Engine | str) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+# -- the review inbox's header ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReviewStats:
+    """What the review inbox shows above the queue, read from the store (so every replica agrees)."""
+
+    accuracy: float | None  # share of the newest `accuracy_window` feedback rows that agree
+    accuracy_samples: int
+    fallback_rate: float | None  # share of the newest `traffic_window` requests that fell back
+    fallback_samples: int
+    examples: dict[str, int]  # feedback rows naming each of `intents` (0 when none)
+    reviewer_today: int  # feedback rows with `source == reviewer` since `today`
+
+
+def review_stats(
+    engine: Engine,
+    *,
+    intents: Sequence[str] = (),
+    reviewer: str | None = None,
+    today: datetime | None = None,
+    accuracy_window: int = 500,
+    traffic_window: int = 2000,
+) -> ReviewStats:
+    """Live accuracy and fallback rate over the newest rows, feedback examples per intent (how
+    close a pending intent is to being trainable) and a reviewer's count since `today`."""
+    f, r = feedback, requests
+    recent_feedback = select(f.c.agree).order_by(f.c.created_at.desc()).limit(accuracy_window).subquery()
+    recent_requests = select(r.c.fallback).order_by(r.c.created_at.desc()).limit(traffic_window).subquery()
+    with engine.connect() as conn:
+        agree = conn.execute(select(recent_feedback.c.agree)).scalars().all()
+        fell_back = conn.execute(select(recent_requests.c.fallback)).scalars().all()
+        examples = dict.fromkeys(intents, 0)
+        if intents:
+            by_intent = (
+                select(f.c.correct_intent, func.count())
+                .where(f.c.correct_intent.in_(list(intents)))
+                .group_by(f.c.correct_intent)
+            )
+            examples.update({name: int(n) for name, n in conn.execute(by_intent).tuples()})
+        mine = 0
+        if reviewer is not None:
+            query = select(func.count()).select_from(f).where(f.c.source == reviewer)
+            if today is not None:
+                query = query.where(f.c.created_at >= _utc(today))
+            mine = int(conn.execute(query).scalar_one())
+    return ReviewStats(
+        accuracy=sum(map(bool, agree)) / len(agree) if agree else None,
+        accuracy_samples=len(agree),
+        fallback_rate=sum(map(bool, fell_back)) / len(fell_back) if fell_back else None,
+        fallback_samples=len(fell_back),
+        examples=examples,
+        reviewer_today=mine,
+    )

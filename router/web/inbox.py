@@ -1,0 +1,404 @@
+"""`/review`: the review inbox, a server-rendered page where support leads label the queries the
+model is unsure about (the queue of `GET /v1/review`), without writing JSON.
+
+Off unless `review_ui` is set (404). Every page needs a session (`router.web.sessions`): a GET
+without one is redirected to the sign-in page, a POST without one, or without the session's
+CSRF token, is refused (403). Labels are stored through `POST /v1/feedback`'s own path
+(`router.routes.feedback.check_intent` / `record_feedback`) with the reviewer as `source`.
+
+Customer texts appear only in page bodies: every answer is `Cache-Control: no-store`, forms are
+posted (request ids and intent names in bodies, never texts in a URL), so an access log shows
+paths and filter values only. The pages work without JavaScript (post, redirect, get); the small
+vendored script (`static/review.js`) adds keyboard shortcuts and labels in place, without a reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import parse_qs, urlencode
+
+import jinja2
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from pydantic import ValidationError
+
+from router.errors import ApiError
+from router.routes import admin
+from router.routes.feedback import check_intent, record_feedback
+from router.runtime import Runtime
+from router.schemas import AddIntentRequest
+from router.settings import Settings
+from router.store import feedback_item
+from router.store.models import NAME_LENGTH
+from router.text_rules import storable_problem
+from router.web import views
+from router.web.sessions import COOKIE, LOGIN_COOKIE, LOGIN_COOKIE_S, Session, SessionKeeper
+from router.web.views import Filters
+
+HERE = Path(__file__).parent
+SKIPS_KEPT = 5000  # skipped request ids remembered per reviewer (this process)
+NO_STORE = {
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "form-action 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+}
+STATIC = {"review.css": "text/css; charset=utf-8", "review.js": "text/javascript; charset=utf-8"}
+
+router = APIRouter(prefix="/review", include_in_schema=False)
+
+
+@dataclass
+class Inbox:
+    """The inbox's state on `app.state.review_inbox`: the session key, each reviewer's skips."""
+
+    sessions: SessionKeeper
+    skipped: dict[str, OrderedDict[str, None]] = field(default_factory=dict)
+    templates: jinja2.Environment = field(default_factory=lambda: _templates())
+
+    def skips(self, reviewer: str) -> OrderedDict[str, None]:
+        return self.skipped.setdefault(reviewer, OrderedDict())
+
+    def skip(self, reviewer: str, request_id: str) -> None:
+        skips = self.skips(reviewer)
+        skips[request_id] = None
+        while len(skips) > SKIPS_KEPT:
+            skips.popitem(last=False)
+
+
+def _templates() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,  # every text is a customer's: escaped, always
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["pct"] = lambda value, digits=0: f"{float(value) * 100:.{digits}f}%"
+    return env
+
+
+def install_review_inbox(app: FastAPI, settings: Settings) -> None:
+    """Add `/review` to the app (it answers 404 while `review_ui` is off)."""
+    app.state.review_inbox = Inbox(SessionKeeper(settings.session_secret))
+    app.include_router(router)
+
+
+# -- plumbing ---------------------------------------------------------------------------------
+
+
+async def _inbox(request: Request) -> Inbox:
+    rt: Runtime = request.app.state.runtime
+    if not rt.settings.review_ui:
+        raise ApiError(404, "the review inbox is off: set review_ui (SWITCHBOARD_REVIEW_UI) and a token")
+    return cast(Inbox, request.app.state.review_inbox)
+
+
+InboxDep = Depends(_inbox)
+
+
+def _rt(request: Request) -> Runtime:
+    return cast(Runtime, request.app.state.runtime)
+
+
+def _base(request: Request) -> str:
+    return f"{request.scope.get('root_path', '')}/review"
+
+
+def _session(request: Request, inbox: Inbox) -> Session | None:
+    return inbox.sessions.read(_rt(request).settings, request.cookies.get(COOKIE))
+
+
+def _render(request: Request, inbox: Inbox, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    html = inbox.templates.get_template(template).render(base=_base(request), **context)
+    return HTMLResponse(html, status, headers=NO_STORE)
+
+
+def _redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, 303, headers=NO_STORE)
+
+
+def _cookie_args(request: Request) -> dict[str, Any]:
+    return {
+        "httponly": True,
+        "samesite": "strict",
+        "secure": request.url.scheme == "https",
+        "path": _base(request),
+    }
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """An `application/x-www-form-urlencoded` body (the middleware bounds its size); the first
+    value of each field."""
+    body = (await request.body()).decode("utf-8", "replace")
+    try:
+        fields = parse_qs(body, keep_blank_values=True, max_num_fields=100)
+    except ValueError:  # more fields than any of the inbox's forms has: not one of them
+        return {}
+    return {k: v[0] for k, v in fields.items()}
+
+
+def _wants_json(request: Request) -> bool:
+    return "application/json" in request.headers.get("accept", "")
+
+
+def _forbidden(request: Request, inbox: Inbox, why: str) -> Response:
+    if _wants_json(request):
+        return JSONResponse({"ok": False, "message": why}, 403, headers=NO_STORE)
+    return _render(request, inbox, "message.html", 403, title="Not allowed", message=why)
+
+
+def _back(request: Request, form: Mapping[str, str], **done: str) -> str:
+    """Where a form post returns to: the inbox with the same filters (re-parsed: never a URL the
+    client chose) and what was done."""
+    filters, _ = Filters.parse({k: v[0] for k, v in parse_qs(form.get("back", "")).items()})
+    query = "&".join(q for q in (filters.query(), urlencode(done)) if q)
+    return f"{_base(request)}{'?' + query if query else ''}"
+
+
+# -- sign-in, sign-out ----------------------------------------------------------------------------
+
+
+@router.get("/login")
+async def login_page(request: Request, inbox: Inbox = InboxDep) -> Response:
+    if _session(request, inbox) is not None:
+        return _redirect(_base(request))
+    nonce = inbox.sessions.new_login_nonce()
+    response = _render(request, inbox, "login.html", csrf=inbox.sessions.login_csrf(nonce), error=None)
+    response.set_cookie(LOGIN_COOKIE, nonce, max_age=LOGIN_COOKIE_S, **_cookie_args(request))
+    return response
+
+
+@router.post("/login")
+async def login(request: Request, inbox: Inbox = InboxDep) -> Response:
+    form = await _form(request)
+    nonce = request.cookies.get(LOGIN_COOKIE)
+    expected = inbox.sessions.login_csrf(nonce) if nonce else None
+    if not inbox.sessions.check_csrf(expected, form.get("csrf")):
+        return _forbidden(request, inbox, "The sign-in form expired or was not this site's; load it again.")
+    settings = _rt(request).settings
+    reviewer = inbox.sessions.reviewer_for(settings, form.get("token", ""))
+    if reviewer is None:
+        return _render(request, inbox, "login.html", 403, csrf=expected, error="That token signs nobody in.")
+    response = _redirect(_base(request))
+    response.set_cookie(
+        COOKIE,
+        inbox.sessions.issue(settings, reviewer),
+        max_age=round(settings.review_session_hours * 3600),
+        **_cookie_args(request),
+    )
+    response.delete_cookie(LOGIN_COOKIE, **_cookie_args(request))
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, inbox: Inbox = InboxDep) -> Response:
+    session = _session(request, inbox)
+    form = await _form(request)
+    if session is None or not inbox.sessions.check_csrf(session.csrf, form.get("csrf")):
+        return _forbidden(request, inbox, "Not signed in, or the form was not this site's.")
+    inbox.sessions.revoke(session)
+    response = _redirect(f"{_base(request)}/login")
+    response.delete_cookie(COOKIE, **_cookie_args(request))
+    return response
+
+
+# -- the inbox --------------------------------------------------------------------------------------
+
+
+@router.get("")
+async def inbox_page(request: Request, inbox: Inbox = InboxDep) -> Response:
+    session = _session(request, inbox)
+    if session is None:
+        return _redirect(f"{_base(request)}/login")
+    rt = _rt(request)
+    params = dict(request.query_params)
+    filters, errors = Filters.parse(params)
+    queue, stats = await asyncio.gather(
+        views.queue(rt, filters, inbox.skips(session.reviewer)), views.stats(rt, session.reviewer)
+    )
+    choices = views.choices(rt)
+    routes = {c.name: c.route for c in choices}
+    model = rt.model
+    pending = [
+        {
+            "name": i.name,
+            "route": i.route or "",
+            "examples": stats.examples.get(i.name, 0) if stats else 0,
+        }
+        for i in rt.taxonomy.pending
+    ]
+    return _render(
+        request,
+        inbox,
+        "inbox.html",
+        session=session,
+        filters=filters,
+        strategies=views.STRATEGIES,
+        back=filters.query(),
+        errors=errors,
+        done=views.done_message(params),
+        items=queue[: views.PAGE_ITEMS],
+        left=views.left(queue),
+        stats=stats,
+        pending=pending,
+        needed=views.PENDING_MIN_EXAMPLES,
+        choices=choices,
+        routes=routes,
+        route_names=sorted({c.route for c in choices if c.route}),
+        oos_label=views.out_of_scope_label(rt),
+        oos_setting=rt.settings.oos_labels[0] if rt.settings.oos_labels else "oos",
+        model_version=model.info.version if model else None,
+        model_state="serving" if model else ("failed to load" if rt.load_error else "loading"),
+        has_registry=rt.settings.registry_dir is not None,
+        skipped=len(inbox.skips(session.reviewer)),
+    )
+
+
+@router.post("/label")
+async def label(request: Request, inbox: Inbox = InboxDep) -> Response:
+    """One reviewer decision on one queue item: confirm, pick an alternative, correct to another
+    intent, out of scope, or skip."""
+    session = _session(request, inbox)
+    form = await _form(request)
+    if session is None or not inbox.sessions.check_csrf(session.csrf, form.get("csrf")):
+        return _forbidden(request, inbox, "Not signed in, or the form was not this site's.")
+    rt = _rt(request)
+    request_id = form.get("request_id", "").strip()
+    choice = form.get("choice", "")
+    if not request_id or len(request_id) > 64 or storable_problem(request_id):
+        return await _answer(request, inbox, rt, session, form, 422, "No valid request id was sent.")
+    if choice == "skip":
+        inbox.skip(session.reviewer, request_id)
+        return await _answer(request, inbox, rt, session, form, 200, "Skipped.", done="skipped")
+    if choice == "confirm":
+        intent = form.get("predicted", "").strip()
+    elif choice.startswith("pick:"):
+        intent = choice.removeprefix("pick:")
+    elif choice == "correct":
+        intent = form.get("intent", "").strip()
+    elif choice == "oos":
+        intent = views.out_of_scope_label(rt) or ""
+        if not intent:
+            why = "This model has no out-of-scope label; see the note under the intents."
+            return await _answer(request, inbox, rt, session, form, 422, why)
+    else:
+        return await _answer(request, inbox, rt, session, form, 422, "Unknown action.")
+    if not intent:
+        return await _answer(request, inbox, rt, session, form, 422, "Choose an intent first.")
+    if len(intent) > NAME_LENGTH or storable_problem(intent):
+        return await _answer(request, inbox, rt, session, form, 422, "Not a valid intent name.")
+    try:
+        model = rt.require_model()
+        check_intent(rt, model, intent)
+        item = feedback_item(request_id, intent, session.reviewer)
+        await record_feedback(rt, item)
+    except ApiError as err:
+        message = _plain_error(err, intent)
+        return await _answer(request, inbox, rt, session, form, err.status, message)
+    return await _answer(
+        request, inbox, rt, session, form, 200, f"Saved: {intent}.", done="labelled", name=intent
+    )
+
+
+def _plain_error(err: ApiError, intent: str) -> str:
+    kind = err.errors[0]["type"] if err.errors else ""
+    if kind == "unknown_intent":
+        return f"{intent!r} is not one of our intents: pick one from the list, or add it as a pending intent."
+    if kind == "not_found":
+        return "That request is not in the log (yet); reload the page."
+    return err.detail
+
+
+async def _answer(
+    request: Request,
+    inbox: Inbox,
+    rt: Runtime,
+    session: Session,
+    form: Mapping[str, str],
+    status: int,
+    message: str,
+    **done: str,
+) -> Response:
+    """JSON for the page's script (with the counts to show), else back to the inbox: a redirect
+    after success, the message on a page after a failure."""
+    if _wants_json(request):
+        filters, _ = Filters.parse({k: v[0] for k, v in parse_qs(form.get("back", "")).items()})
+        queue, stats = await asyncio.gather(
+            views.queue(rt, filters, inbox.skips(session.reviewer)), views.stats(rt, session.reviewer)
+        )
+        body = {
+            "ok": status < 400,
+            "message": message,
+            "left": views.left(queue),
+            "today": stats.reviewer_today if stats else None,
+        }
+        return JSONResponse(body, status, headers=NO_STORE)
+    if status < 400:
+        return _redirect(_back(request, form, **done))
+    return _render(
+        request, inbox, "message.html", status, title="Not saved", message=message, back=_back(request, form)
+    )
+
+
+@router.post("/unskip")
+async def unskip(request: Request, inbox: Inbox = InboxDep) -> Response:
+    session = _session(request, inbox)
+    form = await _form(request)
+    if session is None or not inbox.sessions.check_csrf(session.csrf, form.get("csrf")):
+        return _forbidden(request, inbox, "Not signed in, or the form was not this site's.")
+    inbox.skips(session.reviewer).clear()
+    return _redirect(_back(request, form, done="unskipped"))
+
+
+@router.post("/intents")
+async def add_pending_intent(request: Request, inbox: Inbox = InboxDep) -> Response:
+    """Add a pending intent (the admin API's `POST /v1/admin/intents`): feedback may name it at once."""
+    session = _session(request, inbox)
+    form = await _form(request)
+    if session is None or not inbox.sessions.check_csrf(session.csrf, form.get("csrf")):
+        return _forbidden(request, inbox, "Not signed in, or the form was not this site's.")
+    rt = _rt(request)
+    try:
+        body = AddIntentRequest(
+            name=form.get("name", "").strip(),
+            route=form.get("route", "").strip(),
+            description=form.get("description", "").strip(),
+        )
+        await admin.add_intent(rt, body)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        message = f"{where}: {str(first['msg']).removeprefix('Value error, ')}"
+        return _render(
+            request, inbox, "message.html", 422, title="Not added", message=message, back=_back(request, form)
+        )
+    except ApiError as err:
+        return _render(
+            request,
+            inbox,
+            "message.html",
+            err.status,
+            title="Not added",
+            message=err.detail,
+            back=_back(request, form),
+        )
+    return _redirect(_back(request, form, done="added", name=body.name))
+
+
+@router.get("/static/{name}")
+async def static(name: str, inbox: Inbox = InboxDep) -> Response:
+    """The page's own stylesheet and script (vendored: no CDN, no build step)."""
+    if name not in STATIC:
+        raise ApiError(404, "not found")
+    return Response(
+        (HERE / "static" / name).read_bytes(),
+        media_type=STATIC[name],
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
