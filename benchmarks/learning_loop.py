@@ -561,9 +561,11 @@ def markdown(result: dict[str, Any]) -> str:
                     f"{promoted} | {row['failed_requests']} | {row['retrain_seconds'] / 60:.1f} min |"
                 )
         lines += ["", f"![cold start learning curve](images/{CURVE.name})", ""]
+        lines += cold_start_verdicts(cold, result.get("full_data_test_accuracy"))
     new = result.get("new_intents")
     if new:
         before = new["before"]
+        old_delta = new["old_accuracy_challenger"] - new["old_accuracy_champion"]
         lines += [
             f"**New intents** ({', '.join(new['intents'])}; champion trained without them on "
             f"{new['champion_train_examples']} examples; retrain `{' '.join(result['new_intent_recipe'])}`).",
@@ -574,6 +576,11 @@ def markdown(result: dict[str, Any]) -> str:
             f"{_pct(new['new_recall'])}; old intents {_pct(new['old_accuracy_champion'])} → "
             f"{_pct(new['old_accuracy_challenger'])}; {new['failed_requests']} failed at the reload.",
             "",
+            f"Targets: recall on the new intents ≥ 85%: **{_met(new['new_recall'] >= 0.85)}** "
+            f"({_pct(new['new_recall'])}); old intents within 0.5 points of the champion: **"
+            f"{_met(old_delta >= -0.005)}** ({100 * old_delta:+.2f} points). "
+            f"The gate: {(new.get('decision') or {}).get('reason')}.",
+            "",
         ]
     gate = result.get("gate")
     if gate:
@@ -583,6 +590,50 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {name} | {d['labels']} | {d['promoted']} | {d['reason']} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def cold_start_verdicts(cold: dict[str, Any], full: float | None) -> list[str]:
+    """The cold-start targets, computed from the rounds (a target not reached says so)."""
+    out = ["Targets (computed from the rounds above):", ""]
+    unc = cold.get("uncertainty", {}).get("rounds", [])
+    rnd = cold.get("random", {}).get("rounds", [])
+    if len(unc) > 3:
+        acc = unc[3]["test_accuracy"]
+        out.append(
+            f"- served test accuracy after round 3 ≥ 92.0%: **{'met' if acc >= 0.92 else 'missed'}**, "
+            f"{_pct(acc)} with {unc[3]['labels']} labels."
+        )
+    common = min(len(unc), len(rnd))
+    for r in range(1, common):
+        diff = unc[r]["test_accuracy"] - rnd[r]["test_accuracy"]
+        out.append(
+            f"- uncertainty vs. random at {unc[r]['labels']} labels (round {r}): {100 * diff:+.2f} points "
+            f"({'met' if diff >= 0.01 else 'missed'}: ≥ +1.0)."
+        )
+    rounds = [row for arm in (unc, rnd) for row in arm[1:]]
+    if rounds:
+        promoted = sum(bool(row["promoted"]) for row in rounds)
+        out.append(f"- every round promoted by the gate: {promoted} of {len(rounds)} rounds.")
+        failed = sum(row["failed_requests"] for row in rounds)
+        sent = sum(row.get("requests_during_reload", 0) for row in rounds)
+        out.append(
+            f"- failed requests during the reloads: {failed} of {sent} sent while the model was swapped."
+        )
+    if full is not None and unc:
+        near = next((row for row in unc if row["test_accuracy"] >= full - 0.01), None)
+        out.append(
+            f"- labels to come within 1 point of the full-data model ({_pct(full)}): "
+            + (
+                f"{near['labels']} (round {near['round']})."
+                if near
+                else f"not reached within {unc[-1]['labels']} labels."
+            )
+        )
+    return [*out, ""]
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "missed"
 
 
 def _pct(value: float | None) -> str:
