@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,7 +189,9 @@ def build_classifier(cfg: ModelConfig, quant: QuantizationSettings, labels: Labe
             bnb_4bit_compute_dtype=dtype,
             llm_int8_skip_modules=list(HEAD_MODULE_NAMES),  # the head stays un-quantized
         )
-        kwargs["device_map"] = {"": 0 if torch.cuda.is_available() else "cpu"}
+        # one GPU per process: under torchrun / accelerate launch (DDP) this process's own
+        device = int(os.environ.get("LOCAL_RANK", 0)) if torch.cuda.is_available() else "cpu"
+        kwargs["device_map"] = {"": device}
         kwargs["dtype"] = dtype
     else:
         # full fine-tuning keeps fp32 master weights (mixed precision comes from the Trainer)

@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainResult:
     output_dir: Path
-    metrics: dict[str, Any]
+    metrics: dict[str, Any]  # empty in a distributed run's processes other than the first
 
 
 def train(config: TrainConfig, *, resume: str | bool | None = None, progress: bool = True) -> TrainResult:
@@ -104,6 +104,10 @@ def train(config: TrainConfig, *, resume: str | bool | None = None, progress: bo
     trainer = _trainer(config, built, data, out / "checkpoints", progress)
     train_output = trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.perf_counter() - started
+    if not trainer.is_world_process_zero():
+        # under torchrun / accelerate launch (DDP) every process trains; the first one exports and
+        # evaluates alone (no collective calls follow), the others are done: no metrics here
+        return TrainResult(out, {})
 
     # 4. Export: merge the adapter into 16/32-bit weights, save model + tokenizer + label map.
     model = merged_model(built, trainer.model, config.model.method)  # type: ignore[arg-type]
@@ -287,4 +291,5 @@ def _training_facts(config: TrainConfig, data: IntentDataset, output: Any, secon
         "peak_memory_mb": round(_peak_memory_mb(), 1),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "torch_threads": torch.get_num_threads(),
+        "processes": torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1,
     }

@@ -70,6 +70,8 @@ def train(
         from training.train import train as run_training  # torch: once the config is known good
 
         result = run_training(cfg, resume=resume_from, progress=progress)
+    if not result.metrics:  # a torchrun / accelerate launch process other than the first: it exports
+        return
     print_metrics(result.metrics.get("test", result.metrics["validation"]), f"{result.output_dir}")
     console.print(f"model written to [bold]{result.output_dir}[/]")
 
