@@ -161,12 +161,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     state_file = work / "state.json"
     state: dict[str, Any] = json.loads(state_file.read_text()) if state_file.is_file() else {}
     results: dict[str, Any] = state.setdefault("results", {})
+    shared = args.loop_work / data.name / "cold_start"
+    champion_metrics = shared / "champion" / "metrics.json"
+    if champion_metrics.is_file():
+        state["champion_test_accuracy"] = json.loads(champion_metrics.read_text())["test"]["accuracy"]
     if args.report_only:
         return state
 
     lw = argparse.Namespace(seed_per_intent=args.seed_per_intent, seed=args.seed, train_override=[])
     seed_rows, traffic = per_intent(data.train, lw.seed_per_intent, lw.seed)
-    shared = args.loop_work / data.name / "cold_start"
     seed_dir = write_dataset(shared / "seed-data", seed_rows, data.test, data.routes)
     champion = train_champion(seed_dir, shared / "champion", shared / "train.log", [])
     per_round = -(-len(traffic) // args.rounds)
@@ -222,6 +225,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {r['round']} | {r['variant']} | {r['labels']} | {100 * r['test_accuracy']:.2f}% | "
             f"{r['steps']} | {r['train_seconds'] / 60:.1f} min |"
         )
+    if result.get("note"):
+        lines += ["", result["note"]]
     return "\n".join(lines) + "\n"
 
 
@@ -241,6 +246,7 @@ def main() -> None:
         "--loop-work", type=Path, default=REPO / "runs" / "learning_loop", help="shares the champion"
     )
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--note", default="", help="a remark for the report (e.g. the run was under load)")
     args = parser.parse_args()
     args.variants = args.variants.split(",")
     unknown = set(args.variants) - set(VARIANTS)
@@ -256,6 +262,7 @@ def main() -> None:
         "seed": args.seed,
         "seed_per_intent": args.seed_per_intent,
         "labels_per_round": args.labels_per_round,
+        "note": args.note,
         **state,
     }
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
