@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from serving.engine import Engine
+from serving.label_scoring import is_generative
 from serving.model_dir import read_model_info
 
 
@@ -36,10 +37,17 @@ async def open_engine(
         from serving.local import LocalEngine
 
         share = {} if gpu_memory_utilization is None else {"gpu_memory_utilization": gpu_memory_utilization}
-        return await LocalEngine.open(
+        engine_cls = LocalEngine
+        if is_generative(model_dir):  # `objective: generate`: label probabilities from logprobs
+            from serving.generative import GenerativeEngine
+
+            engine_cls = GenerativeEngine
+        return await engine_cls.open(
             info, dtype=dtype, eager=eager, timeout_s=timeout_s, overrides=engine_overrides, **share
         )
     if kind == "remote":
+        if is_generative(model_dir):
+            raise ValueError("a generative model is served in-process only (kind='local')")
         if not url:
             raise ValueError("the remote engine needs the vLLM server url")
         from serving.remote import RemoteEngine

@@ -20,6 +20,7 @@ from serving.files import read_yaml_mapping
 _STRICT = ConfigDict(extra="forbid")
 
 Method = Literal["qlora", "lora", "full"]
+Objective = Literal["classify", "generate"]
 Pooling = Literal["auto", "mean", "cls", "last"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 
@@ -31,6 +32,9 @@ class ConfigError(ValueError):
 @dataclass(config=_STRICT)
 class ModelConfig:
     base_model: str = "sentence-transformers/all-MiniLM-L6-v2"  # HF id or local directory
+    # classify: a classification head (one forward pass); generate: a causal LM instruction-tuned
+    # with TRL to write the intent, served as label probabilities (training.generative)
+    objective: Objective = "classify"
     method: Method = "full"  # qlora: 4-bit base + LoRA; lora: LoRA on a 16/32-bit base; full
     pooling: Pooling = "auto"  # auto: mean for encoders (BERT), last token for decoders (Llama)
     max_length: int = 64  # tokens; customer queries are short

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from serving.label_scoring import is_generative
 from training.data import DatasetError, IntentDataset, Split, load_dataset
 from training.data.types import OOS_LABEL
 from training.metrics import compute_metrics
@@ -82,16 +83,22 @@ def evaluate_model_dir(
     max_length: int = 128,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate an exported model on a dataset split; writes metrics JSON + PNG to `output_dir`."""
-    model, tokenizer = load_classifier(model_dir)
+    """Evaluate an exported model on a dataset split; writes metrics JSON + PNG to `output_dir`.
+    A generative model (`objective: generate`) is scored by its labels' probabilities."""
     data = load_dataset(dataset) if isinstance(dataset, str) else dataset
     splits = data.splits()
     if split not in splits:
         raise DatasetError(f"dataset {data.name!r} has no {split!r} split (has: {', '.join(splits)})")
-    labels = model_labels(model)
-    y_true, probs = split_probabilities(
-        model, tokenizer, splits[split], labels, max_length=max_length, progress=progress
-    )
+    if is_generative(model_dir):
+        from training.generative_scoring import generative_split_probabilities
+
+        labels, y_true, probs = generative_split_probabilities(model_dir, splits[split], progress=progress)
+    else:
+        model, tokenizer = load_classifier(model_dir)
+        labels = model_labels(model)
+        y_true, probs = split_probabilities(
+            model, tokenizer, splits[split], labels, max_length=max_length, progress=progress
+        )
     metrics = split_metrics(y_true, probs, labels, oos_threshold=stored_oos_threshold(model_dir))
     metrics["model_dir"] = str(model_dir)
     metrics["dataset"] = data.name

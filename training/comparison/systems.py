@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 from tqdm.auto import tqdm
 
+from serving.label_scoring import is_generative
 from serving.llm.pricing import hourly_cost_per_million
 from training.baselines.fewshot import FewShotResult
 from training.data import DatasetError, IntentDataset
@@ -142,7 +143,8 @@ def _tuned_name(model_dir: Path, facts: dict[str, Any]) -> str:
     base, method = facts.get("base_model"), facts.get("method")
     if not base or not method:
         return f"tuned: {model_dir.name}"
-    return f"tuned {str(base).rstrip('/').split('/')[-1]} ({method})"
+    objective = ", generate" if facts.get("objective") == "generate" else ""
+    return f"tuned {str(base).rstrip('/').split('/')[-1]} ({method}{objective})"
 
 
 def _run_vllm(
@@ -150,6 +152,8 @@ def _run_vllm(
 ) -> tuple[np.ndarray, list[str], float, list[float], str]:
     from serving.offline import classify_texts, close_llm, labels_of, open_llm
 
+    if is_generative(model_dir):
+        return _run_vllm_generative(model_dir, texts, latency_samples, progress)
     llm = open_llm(model_dir, max_model_len=max_length + 8)
     try:
         labels = labels_of(llm)
@@ -168,12 +172,45 @@ def _run_vllm(
     return probs, labels, batch_s, latencies, f"vLLM offline classify ({dtype})"
 
 
+def _run_vllm_generative(
+    model_dir: Path, texts: list[str], latency_samples: int, progress: bool
+) -> tuple[np.ndarray, list[str], float, list[float], str]:
+    """`objective: generate`: label probabilities from vLLM logprobs (`serving.generative`)."""
+    from serving.generative import open_generative_llm, score_texts
+    from serving.offline import close_llm, labels_of
+
+    llm = open_generative_llm(model_dir)
+    try:
+        labels = labels_of(llm)
+        dtype = str(llm.llm_engine.model_config.dtype).removeprefix("torch.")
+        score_texts(llm, model_dir, texts[:32])  # warm-up (and the instruction's prefix cache)
+        started = time.perf_counter()
+        probs = score_texts(llm, model_dir, texts, progress=progress)
+        batch_s = time.perf_counter() - started
+        latencies = []
+        for text in tqdm(texts[:latency_samples], desc="latency", disable=not progress, leave=False):
+            started = time.perf_counter()
+            score_texts(llm, model_dir, [text])
+            latencies.append(time.perf_counter() - started)
+    finally:
+        close_llm(llm)
+    return probs, labels, batch_s, latencies, f"vLLM label scoring, generated labels ({dtype})"
+
+
 def _run_transformers(
     model_dir: Path, texts: list[str], max_length: int, latency_samples: int, progress: bool
 ) -> tuple[np.ndarray, list[str], float, list[float], str]:
     from training.modeling import load_classifier, model_labels
     from training.predict import predict_proba
 
+    if is_generative(model_dir):
+        from training.generative_scoring import generative_probabilities
+
+        started = time.perf_counter()
+        labels, probs = generative_probabilities(model_dir, texts, progress=progress)
+        batch_s = time.perf_counter() - started
+        latencies = [batch_s / max(1, len(texts))]  # one query at a time is what it does anyway
+        return probs, labels, batch_s, latencies, "transformers label scoring (fp32, one query at a time)"
     model, tokenizer = load_classifier(model_dir)
     labels = model_labels(model)
     predict_proba(model, tokenizer, texts[:32], max_length=max_length, progress=False)  # warm-up
