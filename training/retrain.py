@@ -39,6 +39,8 @@ from training.feedback_data import FeedbackExample, FeedbackSet
 from training.formatting import pct
 from training.gate import (
     ALPHA,
+    ALPHA_FEEDBACK,
+    ALPHA_TEST,
     PairedComparison,
     compare,
     examples_needed,
@@ -390,7 +392,8 @@ def _gate(
     comparisons: dict[str, PairedComparison], margin: float, holdout_fraction: float
 ) -> tuple[bool, str, dict[str, Any]]:
     """Promote only when the challenger is significantly better on held-out feedback *or* on the
-    test set (exact McNemar, one-sided; Bonferroni: alpha / 2 each, so the pair keeps alpha 0.05),
+    test set (exact McNemar, one-sided; weighted Bonferroni: p < 0.04 on held-out feedback or
+    p < 0.01 on the test set, so the pair keeps alpha 0.05),
     not significantly worse on held-out feedback, and not significantly worse than `-margin` on the
     test set. Returns (passed, reason, evidence for the report)."""
     test, held = comparisons["test"], comparisons["feedback_holdout"]
@@ -416,11 +419,11 @@ def _gate(
         f"(90% CI {test.ci_low:+.2%} to {test.ci_high:+.2%}, p={test.p_better:.2g})"
     )
     on_held = f"held-out feedback accuracy {held.difference:+.2%} (n={held.n}, p={held.p_better:.2g})"
-    if held.n and significantly_better(held, ALPHA / 2):
+    if held.n and significantly_better(held, ALPHA_FEEDBACK):
         return True, f"{on_held}, {on_test}", evidence
-    if significantly_better(test, ALPHA / 2):
+    if significantly_better(test, ALPHA_TEST):
         return True, f"{on_test}; {on_held}", evidence
-    needed = examples_needed(held, ALPHA / 2) if held.n else None
+    needed = examples_needed(held, ALPHA_FEEDBACK) if held.n else None
     if needed is None:
         more = "more feedback of the same kind would not show it"
     else:
