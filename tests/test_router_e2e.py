@@ -157,7 +157,7 @@ def test_feedback_is_idempotent_even_for_a_buffered_request(server: Server) -> N
         assert keyed.status_code == 201
         assert client.post("/v1/feedback", json=keyed_body, headers=key).json() == keyed.json()
         reused = client.post("/v1/feedback", json={**keyed_body, "correct_intent": "add_line"}, headers=key)
-        assert reused.status_code == 422 and reused.json()["errors"][0]["field"] == "Idempotency-Key"
+        assert reused.status_code == 409 and reused.json()["errors"][0]["field"] == "Idempotency-Key"
 
         unknown = client.post("/v1/feedback", json={**fb, "request_id": str(uuid.uuid4())})
         assert unknown.status_code == 404 and unknown.json()["errors"][0]["field"] == "request_id"
