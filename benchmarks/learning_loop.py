@@ -477,7 +477,13 @@ def gate_refusals(data: Data, args: argparse.Namespace, work: Path) -> dict[str,
     champion, _, traffic = cold_start_champion(data, args, work)
     out: dict[str, Any] = {}
     cases = {
-        "chance": dict(labels=20, corrupt=False, recipe=["--min-feedback", "10", "--holdout", "0.8"]),
+        # from the base on the same seed data plus 4 labels: no better than the champion in truth
+        # (continuing the champion would train it further and really improve it)
+        "chance": dict(
+            labels=20,
+            corrupt=False,
+            recipe=["--min-feedback", "10", "--holdout", "0.8", "--start-from", "base"],
+        ),
         "corrupted": dict(labels=args.labels_per_round, corrupt=True, recipe=["--feedback-weight", "1"]),
     }
     for name, case in cases.items():
