@@ -36,7 +36,7 @@ from transformers import (
 
 from serving.label_scoring import GENERATIVE_FILE, OBJECTIVE_CONFIG_KEY, IntentPrompt, PromptTokens
 from training.config import TrainConfig, dump_config
-from training.data import IntentDataset, Split, load_dataset
+from training.data import IntentDataset, Split, load_configured
 from training.data.types import OOS_LABEL
 from training.evaluate import split_metrics, write_evaluation
 from training.export import write_baseline, write_fewshot, write_json, write_routes
@@ -60,14 +60,7 @@ def train_generative(
     started = time.perf_counter()
 
     # 1. Data: read, validate, split; the labels and their descriptions make the instruction.
-    data = load_dataset(
-        config.data.dataset,
-        validation_fraction=config.data.validation_fraction,
-        seed=config.data.seed,
-        labels=config.data.labels,
-    )
-    for warning in data.report.warnings:
-        log.warning("%s", warning)
+    data = load_configured(config.data)
 
     # 2. Model: the base causal LM (4-bit for qlora) + LoRA; the prompt's tokens for its tokenizer.
     model, tokenizer, base_path, dtype = build_causal_lm(config)

@@ -27,7 +27,7 @@ from transformers import (
 )
 
 from training.config import TrainConfig, dump_config
-from training.data import IntentDataset, Split, load_dataset
+from training.data import IntentDataset, Split, load_configured
 from training.data.types import OOS_LABEL
 from training.evaluate import split_metrics, split_probabilities, write_evaluation
 from training.export import (
@@ -64,14 +64,7 @@ def train(config: TrainConfig, *, resume: str | bool | None = None, progress: bo
     started = time.perf_counter()
 
     # 1. Data: read, validate, split; the label map is fixed here and saved with the model.
-    data = load_dataset(
-        config.data.dataset,
-        validation_fraction=config.data.validation_fraction,
-        seed=config.data.seed,
-        labels=config.data.labels,
-    )
-    for warning in data.report.warnings:
-        log.warning("%s", warning)
+    data = load_configured(config.data)
 
     # 2. Model: base (4-bit for qlora) + classification head; LP-FT head warm start, or the base
     #    classifier's head grown to these labels (retrain with new intents); LoRA.

@@ -5,7 +5,7 @@
 >>> ds.label_map.encode(ds.train.labels)  # ids for training
 """
 
-from training.data.load import load_dataset
+from training.data.load import load_configured, load_dataset
 from training.data.types import (
     DatasetError,
     IntentDataset,
@@ -20,5 +20,6 @@ __all__ = [
     "LabelMap",
     "Split",
     "ValidationReport",
+    "load_configured",
     "load_dataset",
 ]

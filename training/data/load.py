@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from sklearn.model_selection import train_test_split
 
+from training.config import DataSettings
 from training.data import hub, readers, validate
 from training.data.types import (
     DatasetError,
@@ -30,6 +32,22 @@ __all__ = ["DATA_DIR_ENV", "NAMED_DATASETS", "fingerprint", "load_dataset", "res
 DATA_DIR_ENV = "SWITCHBOARD_DATA_DIR"
 NAMED_DATASETS = tuple(hub.NAMED_HUB_DATASETS)
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+log = logging.getLogger(__name__)
+
+
+def load_configured(settings: DataSettings) -> IntentDataset:
+    """The dataset a training config names, split as it says; its validation warnings logged."""
+    data = load_dataset(
+        settings.dataset,
+        validation_fraction=settings.validation_fraction,
+        seed=settings.seed,
+        labels=settings.labels,
+    )
+    for warning in data.report.warnings:
+        log.warning("%s", warning)
+    return data
 
 
 def load_dataset(
