@@ -42,16 +42,7 @@ def vllm_agreement(
         vllm_dtype = str(llm.llm_engine.model_config.dtype).removeprefix("torch.")
     finally:
         close_llm(llm)
-    agree = hf.argmax(axis=1) == served.argmax(axis=1)
-    return {
-        "n": len(texts),
-        "agreement": float(agree.mean()),
-        "disagreements": int((~agree).sum()),
-        "max_abs_prob_diff": float(np.abs(hf - served).max()),
-        "labels_match": hf_labels == vllm_labels,
-        "vllm_dtype": vllm_dtype,
-        "passed": bool(agree.mean() >= REQUIRED_AGREEMENT and hf_labels == vllm_labels),
-    }
+    return _report(hf, served, hf_labels, vllm_labels, vllm_dtype)
 
 
 def generative_agreement(
@@ -76,15 +67,24 @@ def generative_agreement(
         vllm_dtype = str(llm.llm_engine.model_config.dtype).removeprefix("torch.")
     finally:
         close_llm(llm)
+    return {
+        **_report(hf, served, hf_labels, vllm_labels, vllm_dtype),
+        "max_row_sum_error": float(np.abs(served.sum(axis=1) - 1.0).max()),
+        "objective": "generate",
+    }
+
+
+def _report(
+    hf: np.ndarray, served: np.ndarray, hf_labels: Any, vllm_labels: Any, vllm_dtype: str
+) -> dict[str, Any]:
+    """transformers vs. vLLM on the same texts: argmax agreement, largest probability gap, labels."""
     agree = hf.argmax(axis=1) == served.argmax(axis=1)
     return {
-        "n": len(texts),
+        "n": len(hf),
         "agreement": float(agree.mean()),
         "disagreements": int((~agree).sum()),
         "max_abs_prob_diff": float(np.abs(hf - served).max()),
-        "max_row_sum_error": float(np.abs(served.sum(axis=1) - 1.0).max()),
         "labels_match": hf_labels == vllm_labels,
         "vllm_dtype": vllm_dtype,
-        "objective": "generate",
         "passed": bool(agree.mean() >= REQUIRED_AGREEMENT and hf_labels == vllm_labels),
     }
