@@ -155,7 +155,7 @@ def main() -> None:
         fewshot = FewShotConfig(model="", base_url=args.base_url, shots=args.shots, selection=args.selection)
         report = run_bench(
             BenchConfig(
-                dataset=name, output=out, model_dir=model_dir, engine=args.engine,
+                dataset=name, output=out, model_dirs=(model_dir,), engine=args.engine,
                 fewshot_models=tuple(args.fewshot_model),
                 fewshot=fewshot,
                 limit=args.limit, hardware_price_per_hour=args.hardware_price_per_hour,

@@ -150,7 +150,7 @@ def _cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.slow
 def test_qlora_sft_with_trl_export_vllm_agreement_and_serve(
-    tiny_llama: Path, sample_dir: Path, tmp_path: Path
+    tiny_llama: Path, minilm_model: Path, sample_dir: Path, tmp_path: Path
 ) -> None:
     from training.train import train
 
@@ -192,6 +192,20 @@ def test_qlora_sft_with_trl_export_vllm_agreement_and_serve(
     done = _cli("evaluate", str(out), "--dataset", str(sample_dir), "--json", "--no-progress")
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout)["accuracy"] == pytest.approx(result.metrics["test"]["accuracy"])
+
+    # `switchboard bench` takes both objectives: a row each, both run on vLLM, a cascade each
+    bench = tmp_path / "bench"
+    done = _cli(
+        "bench", "-d", str(sample_dir), "-o", str(bench), "-m", str(minilm_model), "-m", str(out),
+        "--no-classical", "--latency-samples", "5", "--no-progress",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads((bench / "report.json").read_text())["systems"]
+    assert rows[0]["name"] == "tuned all-MiniLM-L6-v2 (full)"
+    assert rows[1]["name"] == f"tuned {tiny_llama.name} (qlora, generate)"
+    assert all(r["kind"] == "tuned" and r["metrics"]["n"] == 60 and r["throughput_qps"] > 0 for r in rows)
+    assert rows[1]["metrics"]["accuracy"] == pytest.approx(result.metrics["test"]["accuracy"], abs=2 / 60)
+    assert f"| tuned {tiny_llama.name} (qlora, generate) |" in (bench / "report.md").read_text()
 
     # `switchboard serve` routes with it: an intent of the label set, the route map's route
     server = Server(out, f"sqlite:///{tmp_path / 'log.db'}", tmp_path / "server")

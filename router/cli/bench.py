@@ -222,7 +222,13 @@ def bench(
     dataset: RequiredDatasetOpt,
     output: Annotated[Path, typer.Option("--output", "-o", help="Report directory.")],
     model: Annotated[
-        Path | None, typer.Option("--model", "-m", help="Exported tuned model directory.")
+        list[Path] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Exported tuned model directory, either objective (repeat: one row each, e.g. "
+            "the classification head beside the generative model).",
+        ),
     ] = None,
     fewshot_model: Annotated[
         list[str] | None, typer.Option(help="Few-shot chat model (repeat for several).")
@@ -259,8 +265,8 @@ def bench(
 ) -> None:
     """Every system on the same test split: accuracy, latency, cost; cascade sweep; report + pictures."""
     quiet_libraries()
-    if model is not None:
-        require_dir(model)
+    for model_dir in model or ():
+        require_dir(model_dir)
     kinds = [] if no_classical else [k.value for k in (classical or ALL_CLASSICAL)]
     if fewshot_model and not (api_key or os.environ.get("OPENAI_API_KEY")):
         fail("no API key for --fewshot-model: pass --api-key or set OPENAI_API_KEY")  # before a long run
@@ -274,7 +280,7 @@ def bench(
 
         report = run_bench(
             BenchConfig(
-                dataset=dataset, output=output, model_dir=model, engine=cast(Any, engine.value),
+                dataset=dataset, output=output, model_dirs=tuple(model or ()), engine=cast(Any, engine.value),
                 classical=tuple(kinds), fewshot_models=tuple(fewshot_model or ()), fewshot=fewshot_config,
                 limit=limit, prices_file=prices, hardware_price_per_hour=hardware_price_per_hour,
                 latency_samples=latency_samples, progress=progress,

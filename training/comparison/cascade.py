@@ -34,6 +34,7 @@ class CascadeSweep:
     cheapest_near_best: dict[str, Any]  # cheapest within TOLERANCE of the best accuracy
     best_metrics: dict[str, Any]  # full metrics at `best` (per-intent F1 for the plots)
     fallback_model: str | None = None  # the model name the router's escalation_model takes
+    tuned: str = "tuned model"  # the tuned system's name (a bench may compare several)
 
 
 def _point(
@@ -85,6 +86,7 @@ def sweep(
     fallback_query_costs: Sequence[float] | None,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     fallback_model: str | None = None,
+    tuned_name: str = "tuned model",
 ) -> CascadeSweep:
     """Accuracy and cost of the cascade at each threshold (escalate when confidence < threshold).
 
@@ -119,4 +121,5 @@ def sweep(
         cheapest_near_best=cheapest,
         best_metrics=all_metrics[points.index(best)],
         fallback_model=fallback_model,
+        tuned=tuned_name,
     )

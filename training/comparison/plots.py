@@ -63,7 +63,7 @@ def plot_accuracy_vs_cost(
             marker=".",
             color=colour,
             alpha=0.8,
-            label=f"cascade -> {sweep.fallback}",
+            label=f"cascade {sweep.tuned} -> {sweep.fallback}",
         )
         best = sweep.best
         if best["cost_per_million"]:

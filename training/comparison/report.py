@@ -151,7 +151,7 @@ def report_markdown(report: BenchReport) -> str:
     lines.append("")
     for sweep in report.sweeps:
         lines += [
-            f"## Cascade: tuned model, escalating to {sweep.fallback}",
+            f"## Cascade: {sweep.tuned}, escalating to {sweep.fallback}",
             "",
             "The tuned model answers when its top-1 probability is at least the threshold; the rest "
             "goes to the few-shot model. Cost = the tuned model on every query + the few-shot "

@@ -37,7 +37,7 @@ __all__ = ["BenchConfig", "limit_test", "resolve_hardware", "run_bench"]
 class BenchConfig:
     dataset: str | IntentDataset
     output: Path
-    model_dir: Path | None = None
+    model_dirs: tuple[Path, ...] = ()  # exported tuned models: one row each (either objective)
     engine: Engine = "vllm"
     classical: tuple[str, ...] = ("tfidf", "embeddings")
     fewshot_models: tuple[str, ...] = ()
@@ -77,6 +77,8 @@ def _cascades(
     tuned: SystemResult,
     outputs: TunedOutputs,
     fewshots: list[tuple[SystemResult, Any]],
+    *,
+    name: str,
 ) -> list[CascadeSweep]:
     assert data.test is not None
     labels = list(dict.fromkeys([*data.label_map.labels, *outputs.predictions]))
@@ -91,6 +93,7 @@ def _cascades(
             tuned_cost_per_million=tuned.cost_per_million,
             fallback_query_costs=result.query_costs,
             fallback_model=result.model,
+            tuned_name=name,
         )
         for system, result in fewshots
     ]
@@ -106,14 +109,17 @@ def run_bench(config: BenchConfig) -> BenchReport:
     hardware = resolve_hardware(prices, config.hardware_price_per_hour)
     systems: list[SystemResult] = []
 
-    # 2. The tuned model.
-    tuned: tuple[SystemResult, TunedOutputs] | None = None
-    if config.model_dir is not None:
-        tuned = tuned_system(
-            config.model_dir, data, hardware, engine=config.engine, max_length=config.max_length,
+    # 2. The tuned models (a classification head and a generative model side by side, say).
+    tuned: list[tuple[SystemResult, TunedOutputs]] = []
+    for model_dir in config.model_dirs:
+        system, outputs = tuned_system(
+            model_dir, data, hardware, engine=config.engine, max_length=config.max_length,
             latency_samples=config.latency_samples, progress=config.progress,
         )  # fmt: skip
-        systems.append(tuned[0])
+        if any(system.name == other.name for other, _ in tuned):  # two of one base and objective
+            system.name = f"{system.name} [{model_dir.name}]"
+        tuned.append((system, outputs))
+        systems.append(system)
 
     # 3. Classical baselines.
     for kind in config.classical:
@@ -132,8 +138,14 @@ def run_bench(config: BenchConfig) -> BenchReport:
         fewshots.append((fewshot_system(result), result))
         systems.append(fewshots[-1][0])
 
-    # 5. Cascades: tuned model first, few-shot for the unsure rest.
-    sweeps = _cascades(data, *tuned, fewshots) if tuned is not None else []
+    # 5. Cascades: each tuned model first, few-shot for the unsure rest.
+    sweeps = [
+        one
+        for system, outputs in tuned
+        for one in _cascades(
+            data, system, outputs, fewshots, name="tuned model" if len(tuned) == 1 else system.name
+        )
+    ]
     if not systems:
         raise DatasetError("nothing to benchmark: give --model, a classical baseline or --fewshot-model")
 
@@ -147,7 +159,7 @@ def run_bench(config: BenchConfig) -> BenchReport:
         hardware=hardware,
         prices={"file": prices.path, "source": prices.llm_source, "read_on": prices.llm_read_on},
         settings={
-            "model_dir": str(config.model_dir) if config.model_dir else None,
+            "model_dirs": [str(d) for d in config.model_dirs],
             "engine": config.engine,
             "limit": config.limit,
             "fewshot_models": list(config.fewshot_models),
