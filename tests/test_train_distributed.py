@@ -64,3 +64,27 @@ def test_two_processes_train_as_well_as_one(tmp_path: Path, sample_dir: Path) ->
     exported = {p.name for p in double.iterdir()}
     assert {"config.json", "metrics.json", "README.md", "routes.yaml", "baseline.json"} <= exported
     assert not any(name.startswith(".tmp") for name in exported)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TORCHRUN.exists(), reason=f"no torchrun beside {sys.executable}")
+def test_the_generative_objective_trains_under_torchrun(
+    tmp_path: Path, sample_dir: Path, tiny_llama: Path
+) -> None:
+    """`objective: generate` (TRL's SFTTrainer, QLoRA) under the same launcher: both processes
+    train, the first alone exports the merged causal LM and scores it."""
+    out = tmp_path / "generate-ddp"
+    stdout = run_train(
+        [str(TORCHRUN), "--standalone", "--nproc_per_node", "2"],
+        out,
+        [
+            f"data.dataset={sample_dir}", f"model.base_model={tiny_llama}", "model.objective=generate",
+            "model.method=qlora", "model.max_length=32", "optim.head_init=random", "optim.batch_size=4",
+            "optim.max_steps=4", "optim.learning_rate=3e-3",
+        ],
+    )  # fmt: skip
+    trained = facts(out)
+    assert trained["training"]["processes"] == 2 and trained["training"]["objective"] == "generate"
+    assert trained["training"]["global_steps"] == 4 and trained["test"]["n"] == 60
+    assert stdout.count("model written to") == 1, stdout[-2000:]
+    assert (out / "generative.json").is_file() and not (out / "adapter_config.json").exists()

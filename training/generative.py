@@ -16,7 +16,6 @@ validation macro-F1 (best checkpoint, early stopping) and merged export. What di
 from __future__ import annotations
 
 import logging
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -44,6 +43,7 @@ from training.generative_scoring import LabelScorer
 from training.metrics import compute_metrics
 from training.model_card import write_model_card
 from training.modeling import ModelLoadError, compute_dtype, load_tokenizer, lora_targets, resolve_base_model
+from training.run_facts import is_first_process, training_facts
 from training.thresholds import choose_oos_threshold
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,8 @@ def train_generative(
     trainer = _sft_trainer(config, model, tokenizer, tokens, data, out / "checkpoints", dtype, progress)
     train_output = trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.perf_counter() - started
+    if not is_first_process():  # under torchrun (DDP) the first process exports and evaluates alone
+        return out, {}
 
     # 4. Export: merge the adapter into 16/32-bit weights; label map, prompt, routes, examples.
     merged = merged_causal_lm(trainer.model, base_path, config.model.method, dtype)
@@ -83,39 +85,11 @@ def train_generative(
     metrics = evaluate_generative(merged, tokens, data, out, progress=progress)
     metrics["training"] = {
         **training_facts(config, data, train_output, train_seconds),
-        "objective": "generate",
         "pooling": "none",
     }
     write_json(out / "metrics.json", metrics)
     write_model_card(out, config, data, metrics)
     return out, metrics
-
-
-def training_facts(config: TrainConfig, data: IntentDataset, output: Any, seconds: float) -> dict[str, Any]:
-    """What `metrics.json` records about the run (the head's `training` section, same keys)."""
-    on_gpu = torch.cuda.is_available()
-    peak = (
-        torch.cuda.max_memory_allocated() / 2**20
-        if on_gpu
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    )
-    return {
-        "dataset": data.name,
-        "dataset_fingerprint": data.fingerprint,
-        "base_model": config.model.base_model,
-        "method": config.model.method,
-        "train_examples": len(data.train),
-        "validation_examples": len(data.validation),
-        "test_examples": len(data.test) if data.test is not None else 0,
-        "num_labels": len(data.label_map),
-        "train_loss": float(output.training_loss),
-        "global_steps": int(output.global_step),
-        "train_loop_seconds": round(float(output.metrics.get("train_runtime", 0.0)), 1),
-        "train_seconds": round(seconds, 1),
-        "peak_memory_mb": round(peak, 1),
-        "device": torch.cuda.get_device_name() if on_gpu else "cpu",
-        "torch_threads": torch.get_num_threads(),
-    }
 
 
 def _eval_strategy(config: TrainConfig, n_train: int) -> dict[str, Any]:

@@ -8,7 +8,6 @@ The output directory holds the merged model (vLLM-loadable), its tokenizer and l
 from __future__ import annotations
 
 import logging
-import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from training.head_init import linear_probe_init
 from training.metrics import trainer_compute_metrics
 from training.model_card import write_model_card
 from training.modeling import BuiltModel, apply_lora, build_classifier
+from training.run_facts import training_facts
 from training.thresholds import choose_oos_threshold
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def train(config: TrainConfig, *, resume: str | bool | None = None, progress: bo
         model, built.tokenizer, data, out, max_length=config.model.max_length, progress=progress
     )
     metrics["training"] = {
-        **_training_facts(config, data, train_output, train_seconds),
+        **training_facts(config, data, train_output, train_seconds),
         "pooling": built.pooling,
         **({"head_growth": growth.to_json()} if growth is not None else {}),
     }
@@ -258,31 +258,3 @@ def _head_lr_optimizer(config: TrainConfig, built: BuiltModel) -> Any:
         {"params": head, "weight_decay": opt.weight_decay, "lr": opt.head_learning_rate},
     ]
     return torch.optim.AdamW, {"params": groups, "lr": opt.learning_rate}
-
-
-def _peak_memory_mb() -> float:
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def _training_facts(config: TrainConfig, data: IntentDataset, output: Any, seconds: float) -> dict[str, Any]:
-    return {
-        "dataset": data.name,
-        "dataset_fingerprint": data.fingerprint,
-        "base_model": config.model.base_model,
-        "method": config.model.method,
-        "train_examples": len(data.train),
-        "validation_examples": len(data.validation),
-        "test_examples": len(data.test) if data.test is not None else 0,
-        "num_labels": len(data.label_map),
-        "train_loss": float(output.training_loss),
-        "global_steps": int(output.global_step),
-        "train_loop_seconds": round(float(output.metrics.get("train_runtime", 0.0)), 1),
-        "input_tokens_seen": int(output.metrics.get("num_input_tokens_seen", 0)),
-        "train_seconds": round(seconds, 1),
-        "peak_memory_mb": round(_peak_memory_mb(), 1),
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-        "torch_threads": torch.get_num_threads(),
-        "processes": torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1,
-    }
