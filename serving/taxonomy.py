@@ -35,6 +35,9 @@ from serving.files import write_json_atomic
 
 Status = Literal["served", "pending", "retiring", "renaming"]
 TAXONOMY_FILE = "taxonomy.json"
+# feedback examples a pending intent needs before `switchboard retrain` trains it (the default of
+# its `--min-examples`; the review inbox shows progress towards it)
+PENDING_MIN_EXAMPLES = 10
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
 
 

@@ -10,7 +10,6 @@ README's screenshot.
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import re
@@ -32,8 +31,8 @@ from router.settings import SettingsError
 from router.store import create_db_engine
 from router.store.models import feedback as feedback_table
 from router.web.sessions import COOKIE, SessionKeeper
-from router.web.views import PENDING_MIN_EXAMPLES
 from serving.registry import Registry
+from serving.taxonomy import PENDING_MIN_EXAMPLES
 
 CHROMIUM = os.environ.get("PLAYWRIGHT_CHROMIUM", "/usr/bin/chromium")
 ADMIN = "inbox-admin-token-0123456789"
@@ -432,15 +431,3 @@ def test_review_tokens_from_the_environment(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("SWITCHBOARD_REVIEW_UI", "true")
     settings = make_settings(tmp_path)
     assert settings.review_ui and settings.review_tokens["alice"].get_secret_value() == ALICE
-
-
-def test_the_pending_threshold_is_retrains_default() -> None:
-    """Read from the source: importing training.retrain loads torch (seconds)."""
-    tree = ast.parse((Path(__file__).parents[1] / "training" / "retrain.py").read_text())
-    options = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "RetrainOptions")
-    (default,) = [
-        n.value
-        for n in options.body
-        if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name) and n.target.id == "min_examples"
-    ]
-    assert default is not None and ast.literal_eval(default) == PENDING_MIN_EXAMPLES

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from serving.registry import Registry
-from serving.taxonomy import Taxonomy
+from serving.taxonomy import PENDING_MIN_EXAMPLES, Taxonomy
 from training.config import TrainConfig, load_config, parse_overrides
 from training.data import DatasetError, IntentDataset, Split, load_dataset
 from training.feedback_data import FeedbackExample, FeedbackSet
@@ -69,7 +69,7 @@ class Outcome(IntEnum):
 class RetrainOptions:
     registry: Path
     min_feedback: int = 20
-    min_examples: int = 10  # feedback examples a pending intent needs before it is trained
+    min_examples: int = PENDING_MIN_EXAMPLES  # feedback examples a pending intent needs to be trained
     holdout_fraction: float = 0.2
     feedback_weight: int = 3  # each feedback example appears this many times in train
     test_margin: float = 0.005  # the challenger may lose at most this much test accuracy

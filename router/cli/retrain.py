@@ -14,6 +14,7 @@ from typing import Annotated, Literal, cast
 import typer
 
 from router.cli._common import DEFAULT_REGISTRY, ProgressOpt, RegistryOpt, fail, quiet_libraries, user_errors
+from serving.taxonomy import PENDING_MIN_EXAMPLES
 
 
 class StartFrom(StrEnum):
@@ -34,7 +35,7 @@ def retrain(
     min_examples: Annotated[
         int,
         typer.Option(help="Feedback examples a pending intent needs before it is trained.", min=1),
-    ] = 10,
+    ] = PENDING_MIN_EXAMPLES,
     holdout: Annotated[float, typer.Option(help="Share of feedback held out for the gate.")] = 0.2,
     feedback_weight: Annotated[int, typer.Option(help="Oversampling factor of feedback in train.")] = 3,
     test_margin: Annotated[float, typer.Option(help="Allowed test-accuracy loss (0.005 = 0.5 pt).")] = 0.005,

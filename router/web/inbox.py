@@ -39,6 +39,7 @@ from router.text_rules import storable_problem
 from router.web import views
 from router.web.sessions import COOKIE, LOGIN_COOKIE, LOGIN_COOKIE_S, Session, SessionKeeper
 from router.web.views import Filters
+from serving.taxonomy import PENDING_MIN_EXAMPLES
 
 HERE = Path(__file__).parent
 SKIPS_KEPT = 5000  # skipped request ids remembered per reviewer (this process)
@@ -248,7 +249,7 @@ async def inbox_page(request: Request, inbox: Inbox = InboxDep) -> Response:
         left=views.left(queue),
         stats=stats,
         pending=pending,
-        needed=views.PENDING_MIN_EXAMPLES,
+        needed=PENDING_MIN_EXAMPLES,
         choices=choices,
         routes=routes,
         route_names=sorted({c.route for c in choices if c.route}),

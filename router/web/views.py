@@ -17,10 +17,6 @@ from router.text_rules import storable_problem
 
 PAGE_ITEMS = 10  # items on one page; the count of those left runs to QUEUE_MAX
 QUEUE_MAX = 1000
-# feedback examples a pending intent needs before `switchboard retrain` trains it: the default of
-# `--min-examples` (training.retrain.RetrainOptions.min_examples; the router may not import it,
-# a test checks they agree)
-PENDING_MIN_EXAMPLES = 10
 STRATEGIES: tuple[str, ...] = get_args(ReviewStrategy)
 
 
