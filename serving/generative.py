@@ -21,24 +21,20 @@ path (evaluation, agreement checks, benchmarks); scripts using it need a `__main
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from vllm import AsyncEngineArgs, SamplingParams
+from vllm import SamplingParams
 from vllm.v1.engine.async_llm import AsyncLLM
 
 from serving.engine import EngineError
 from serving.label_scoring import LabelTrie, PromptError, PromptTokens, read_intent_prompt
 from serving.local import (
-    HOT_SWAP_GPU_SHARE,
     LocalEngine,
     _BatchSink,
-    _BatchSizeLogger,
     _gather_or_cancel,
-    _without_vllm_prometheus,
 )
 from serving.model_dir import ModelInfo
 from serving.offline import engine_kwargs
@@ -117,56 +113,15 @@ class GenerativeEngine(LocalEngine):
         self._rest = [i for i, node in enumerate(self.trie.nodes) if node.prefix]
 
     @classmethod
-    async def open(
-        cls,
-        info: ModelInfo,
-        *,
-        dtype: str = "auto",
-        eager: bool = False,
-        timeout_s: float = 30.0,
-        overrides: dict[str, Any] | None = None,
-        gpu_memory_utilization: float = HOT_SWAP_GPU_SHARE,
-    ) -> GenerativeEngine:
-        kwargs = generative_engine_kwargs(
+    def engine_kwargs(
+        cls, info: ModelInfo, *, dtype: str, eager: bool, gpu_memory_utilization: float
+    ) -> dict[str, Any]:
+        return generative_engine_kwargs(
             info.model_dir, dtype=dtype, eager=eager, gpu_memory_utilization=gpu_memory_utilization
         )
-        kwargs["disable_log_stats"] = True
-        kwargs.update(overrides or {})
-        sink = _BatchSink()
-        llm: AsyncLLM | None = None
-        try:
-            llm = _without_vllm_prometheus(
-                await asyncio.to_thread(
-                    AsyncLLM.from_engine_args,
-                    AsyncEngineArgs(**kwargs),
-                    stat_loggers=[lambda vllm_config, engine_index: _BatchSizeLogger(sink)],
-                )
-            )
-            return cls(info, llm, timeout_s=timeout_s, sink=sink)
-        except Exception as err:
-            if llm is not None:
-                llm.shutdown()
-            if isinstance(err, EngineError):
-                raise
-            raise EngineError(f"vLLM could not load {info.model_dir}: {err}") from err
-        finally:
-            llm = None  # nothing here may outlive `close()` holding the engine
 
-    async def classify(self, texts: Sequence[str]) -> np.ndarray:
-        llm = self._llm
-        if llm is None:
-            raise EngineError("the engine is closed")
-        if not texts:
-            return np.zeros((0, len(self.info.labels)), dtype=np.float32)
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                rows = await _gather_or_cancel([self._score(llm, text) for text in texts])
-        except TimeoutError:
-            raise EngineError(f"vLLM did not answer within {self._timeout_s:g} s") from None
-        except EngineError:
-            raise
-        except Exception as err:
-            raise EngineError(f"vLLM failed to classify: {type(err).__name__}: {err}") from err
+    async def _probabilities(self, llm: AsyncLLM, texts: Sequence[str]) -> np.ndarray:
+        rows = await _gather_or_cancel([self._score(llm, text) for text in texts])
         return np.stack(rows).astype(np.float32)
 
     async def _score(self, llm: AsyncLLM, text: str) -> np.ndarray:

@@ -25,7 +25,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -112,37 +112,47 @@ class LocalEngine:
         timeout_s: float = 30.0,
         overrides: dict[str, Any] | None = None,
         gpu_memory_utilization: float = HOT_SWAP_GPU_SHARE,
-    ) -> LocalEngine:
+    ) -> Self:
         """Load the model; runs vLLM's blocking start-up in a thread so the event loop serves on.
 
         On a GPU it takes `gpu_memory_utilization` of the memory (default: small enough for two
         engines during a hot swap)."""
-        kwargs = engine_kwargs(
+        share = gpu_memory_utilization
+        kwargs = cls.engine_kwargs(info, dtype=dtype, eager=eager, gpu_memory_utilization=share)
+        kwargs["disable_log_stats"] = True  # no periodic log lines; our stat logger still runs
+        kwargs.update(overrides or {})
+        sink = _BatchSink()
+        llm: AsyncLLM | None = None
+        try:
+            llm = _without_vllm_prometheus(
+                await asyncio.to_thread(
+                    AsyncLLM.from_engine_args,
+                    AsyncEngineArgs(**kwargs),
+                    stat_loggers=[lambda vllm_config, engine_index: _BatchSizeLogger(sink)],
+                )
+            )
+            return cls(info, llm, timeout_s=timeout_s, sink=sink)
+        except Exception as err:
+            if llm is not None:  # loaded, but the engine refused it (labels, prompt): stop it
+                llm.shutdown()
+            if isinstance(err, EngineError):
+                raise
+            raise EngineError(f"vLLM could not load {info.model_dir}: {err}") from err
+        finally:
+            llm = None  # nothing here may outlive `close()` holding the engine
+
+    @classmethod
+    def engine_kwargs(
+        cls, info: ModelInfo, *, dtype: str, eager: bool, gpu_memory_utilization: float
+    ) -> dict[str, Any]:
+        """vLLM's engine arguments for this kind of model (here: a pooling classifier)."""
+        return engine_kwargs(
             info.model_dir,
             max_model_len=info.max_length,
             dtype=dtype,
             eager=eager,
             gpu_memory_utilization=gpu_memory_utilization,
         )
-        kwargs["disable_log_stats"] = True  # no periodic log lines; our stat logger still runs
-        kwargs.update(overrides or {})
-        sink = _BatchSink()
-        try:
-            # no local name for the AsyncLLM: nothing here may outlive `close()` holding it
-            return cls(
-                info,
-                _without_vllm_prometheus(
-                    await asyncio.to_thread(
-                        AsyncLLM.from_engine_args,
-                        AsyncEngineArgs(**kwargs),
-                        stat_loggers=[lambda vllm_config, engine_index: _BatchSizeLogger(sink)],
-                    )
-                ),
-                timeout_s=timeout_s,
-                sink=sink,
-            )
-        except Exception as err:
-            raise EngineError(f"vLLM could not load {info.model_dir}: {err}") from err
 
     @property
     def batch_size_observer(self) -> BatchSizeObserver | None:
@@ -161,17 +171,21 @@ class LocalEngine:
             return np.zeros((0, len(self.info.labels)), dtype=np.float32)
         try:
             async with asyncio.timeout(self._timeout_s):
-                inputs = llm.renderer.render_cmpl([{"prompt": t} for t in texts], self._tok_params)
-                if len(inputs) == 1:
-                    rows = [await self._encode(llm, inputs[0])]
-                else:
-                    rows = await _gather_or_cancel([self._encode(llm, x) for x in inputs])
+                return await self._probabilities(llm, texts)
         except TimeoutError:
             raise EngineError(f"vLLM did not answer within {self._timeout_s:g} s") from None
         except EngineError:
             raise
         except Exception as err:  # EngineDeadError, a closed engine, a vLLM validation error
             raise EngineError(f"vLLM failed to classify: {type(err).__name__}: {err}") from err
+
+    async def _probabilities(self, llm: AsyncLLM, texts: Sequence[str]) -> np.ndarray:
+        """(N, C) float32 probabilities of non-empty `texts`; `classify` adds the timeout and errors."""
+        inputs = llm.renderer.render_cmpl([{"prompt": t} for t in texts], self._tok_params)
+        if len(inputs) == 1:
+            rows = [await self._encode(llm, inputs[0])]
+        else:
+            rows = await _gather_or_cancel([self._encode(llm, x) for x in inputs])
         return torch.stack(rows).float().numpy()
 
     async def _encode(self, llm: AsyncLLM, engine_input: Any) -> torch.Tensor:
