@@ -145,6 +145,16 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in fields.items()}
 
 
+async def _signed_in_form(request: Request, inbox: Inbox) -> tuple[Session, dict[str, str]] | Response:
+    """(session, form) of a form post by a signed-in reviewer carrying the session's CSRF token;
+    else the 403 answer to return."""
+    session = _session(request, inbox)
+    form = await _form(request)
+    if session is None or not inbox.sessions.check_csrf(session.csrf, form.get("csrf")):
+        return _forbidden(request, inbox, "Not signed in, or the form was not this site's.")
+    return session, form
+
+
 def _wants_json(request: Request) -> bool:
     return "application/json" in request.headers.get("accept", "")
 
@@ -200,10 +210,10 @@ async def login(request: Request, inbox: Inbox = InboxDep) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request, inbox: Inbox = InboxDep) -> Response:
-    session = _session(request, inbox)
-    form = await _form(request)
-    if session is None or not inbox.sessions.check_csrf(session.csrf, form.get("csrf")):
-        return _forbidden(request, inbox, "Not signed in, or the form was not this site's.")
+    signed_in = await _signed_in_form(request, inbox)
+    if isinstance(signed_in, Response):
+        return signed_in
+    session, _ = signed_in
     inbox.sessions.revoke(session)
     response = _redirect(f"{_base(request)}/login")
     response.delete_cookie(COOKIE, **_cookie_args(request))
@@ -266,10 +276,10 @@ async def inbox_page(request: Request, inbox: Inbox = InboxDep) -> Response:
 async def label(request: Request, inbox: Inbox = InboxDep) -> Response:
     """One reviewer decision on one queue item: confirm, pick an alternative, correct to another
     intent, out of scope, or skip."""
-    session = _session(request, inbox)
-    form = await _form(request)
-    if session is None or not inbox.sessions.check_csrf(session.csrf, form.get("csrf")):
-        return _forbidden(request, inbox, "Not signed in, or the form was not this site's.")
+    signed_in = await _signed_in_form(request, inbox)
+    if isinstance(signed_in, Response):
+        return signed_in
+    session, form = signed_in
     rt = _rt(request)
     request_id = form.get("request_id", "").strip()
     choice = form.get("choice", "")
@@ -350,10 +360,10 @@ async def _answer(
 
 @router.post("/unskip")
 async def unskip(request: Request, inbox: Inbox = InboxDep) -> Response:
-    session = _session(request, inbox)
-    form = await _form(request)
-    if session is None or not inbox.sessions.check_csrf(session.csrf, form.get("csrf")):
-        return _forbidden(request, inbox, "Not signed in, or the form was not this site's.")
+    signed_in = await _signed_in_form(request, inbox)
+    if isinstance(signed_in, Response):
+        return signed_in
+    session, form = signed_in
     inbox.skips(session.reviewer).clear()
     return _redirect(_back(request, form, done="unskipped"))
 
@@ -361,10 +371,10 @@ async def unskip(request: Request, inbox: Inbox = InboxDep) -> Response:
 @router.post("/intents")
 async def add_pending_intent(request: Request, inbox: Inbox = InboxDep) -> Response:
     """Add a pending intent (the admin API's `POST /v1/admin/intents`): feedback may name it at once."""
-    session = _session(request, inbox)
-    form = await _form(request)
-    if session is None or not inbox.sessions.check_csrf(session.csrf, form.get("csrf")):
-        return _forbidden(request, inbox, "Not signed in, or the form was not this site's.")
+    signed_in = await _signed_in_form(request, inbox)
+    if isinstance(signed_in, Response):
+        return signed_in
+    _, form = signed_in
     rt = _rt(request)
     try:
         body = AddIntentRequest(
@@ -376,21 +386,14 @@ async def add_pending_intent(request: Request, inbox: Inbox = InboxDep) -> Respo
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        message = f"{where}: {str(first['msg']).removeprefix('Value error, ')}"
-        return _render(
-            request, inbox, "message.html", 422, title="Not added", message=message, back=_back(request, form)
-        )
+        status, message = 422, f"{where}: {str(first['msg']).removeprefix('Value error, ')}"
     except ApiError as err:
-        return _render(
-            request,
-            inbox,
-            "message.html",
-            err.status,
-            title="Not added",
-            message=err.detail,
-            back=_back(request, form),
-        )
-    return _redirect(_back(request, form, done="added", name=body.name))
+        status, message = err.status, err.detail
+    else:
+        return _redirect(_back(request, form, done="added", name=body.name))
+    return _render(
+        request, inbox, "message.html", status, title="Not added", message=message, back=_back(request, form)
+    )
 
 
 @router.get("/static/{name}")
