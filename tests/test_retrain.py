@@ -277,3 +277,64 @@ def test_held_out_feedback_is_never_feedback_the_champion_trained_on() -> None:
     assert {e.text for e in first[:40]} <= {e.text for e in train}  # still learnt by the challenger
     assert not {e.text for e in train} & {e.text for e in holdout}
     assert len(train) + len(holdout) == 100
+
+
+@pytest.mark.slow
+def test_self_training_adds_confident_traffic_but_never_test_or_feedback_texts(
+    world: dict, tmp_path: Path, sample_dir: Path
+) -> None:
+    """`--self-train`: logged texts without feedback that the champion answers confidently join
+    train with its answer; the original splits' texts and reviewed texts never do."""
+    from router.store.queries import unlabelled_texts
+    from training.self_training import pseudo_labels
+
+    registry: Registry = world["registry"]
+    champion = registry.get("champion")
+    train_texts = [r["text"] for r in read_rows(sample_dir / "train.csv")]
+    test_texts = [r["text"] for r in read_rows(sample_dir / "test.csv")]
+    fresh = [f"{t} please" for t in train_texts[:40]]  # traffic no split holds
+    reviewed = world["unseen"][:12]
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    predicted = _predict(champion.path, reviewed)
+    store_feedback(url, [(t, p, WEAK) for t, p in zip(reviewed, predicted, strict=True)])
+    engine = create_db_engine(url)
+    with engine.begin() as conn:  # traffic: fresh texts, test texts, and a reviewed text again
+        for i, text in enumerate([*fresh, *test_texts[:10], reviewed[0]]):
+            conn.execute(
+                insert(requests).values(
+                    id=str(uuid.uuid4()), created_at=datetime.now(UTC) + timedelta(seconds=i), text=text,
+                    intent="x", confidence=0.9, route="x", fallback=False, model_version="v0001",
+                    latency_ms=1.0,
+                )
+            )  # fmt: skip
+    engine.dispose()
+    traffic = unlabelled_texts(url)
+    assert set(traffic) == {*fresh, *test_texts[:10]}  # the reviewed text has feedback already
+
+    labels = list(json.loads((champion.path / "config.json").read_text())["id2label"].values())
+    targets = [x for x in labels if x != WEAK]
+    found = pseudo_labels(champion.path, traffic, min_confidence=0.5, exclude=test_texts, targets=targets)
+    assert found.offered == 50 and found.excluded == 10 and found.scored == 40
+    assert found.examples and {t for t, _ in found.examples} <= set(fresh)
+    assert WEAK not in {y for _, y in found.examples}  # not a target: left out
+    model, tok = load_classifier(champion.path)
+    probs = predict_proba(model, tok, [t for t, _ in found.examples], progress=False)
+    assert (probs.max(axis=1) >= 0.5).all()
+    with pytest.raises(ValueError, match="confidence"):
+        pseudo_labels(champion.path, traffic, min_confidence=0.0, exclude=[], targets=labels)
+
+    decision = retrain(
+        RetrainOptions(
+            registry=registry.root, min_feedback=5, self_train=0.5, promote=False,
+            overrides=["optim.max_steps=4"], workdir=tmp_path / "work",
+        ),
+        stored_feedback(url),
+        traffic=traffic,
+        progress=False,
+    )  # fmt: skip
+    used = decision.report["self_training"]
+    assert used["offered"] == 50 and used["excluded"] == 10 and used["used"] > 0, used
+    trained = [r["text"] for r in read_rows(tmp_path / "work" / "data" / "train.csv")]
+    assert len([t for t in trained if t in set(fresh)]) == used["used"]
+    assert not set(trained) & set(test_texts)
+    assert registry.get("champion").version == champion.version  # promote=False

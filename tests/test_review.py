@@ -41,7 +41,7 @@ from router.store import (
 from router.store.db import MIGRATIONS
 from router.store.models import feedback as feedback_table
 from router.store.models import requests as requests_table
-from router.store.queries import normalise_text, review_queue
+from router.store.queries import normalise_text, review_queue, unlabelled_texts
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC).timestamp()
 TOKEN = "review-admin-token-for-tests"
@@ -254,6 +254,36 @@ def test_duplicates_collapse_into_one_item_with_every_request_id(url: str) -> No
     assert top.request_ids == [c.id, a.id, b.id]
     assert texts(review_queue(url, strategy="random", limit=5)).count(d.text) == 1
     assert [i.count for i in review_queue(url, strategy="random")] in ([3, 1], [1, 3])
+
+
+def _unlabelled_texts_case(url: str) -> None:
+    labelled = rec("Labelled  once", minutes=1)
+    write(
+        url,
+        [
+            labelled,
+            rec("labelled once", minutes=2),  # a copy of a labelled text: left out too
+            rec("new query", minutes=3),
+            rec("New query!", minutes=4),  # the same text after normalising: one of them
+            rec(None, minutes=5),  # text not stored
+            rec("old query", minutes=-60),
+        ],
+        feedback=((labelled.id, "no_signal"),),
+    )
+    assert unlabelled_texts(url) == ["New query!", "old query"]  # newest first, one per text
+    assert unlabelled_texts(url, since=datetime.fromtimestamp(T0, UTC)) == ["New query!"]
+    assert unlabelled_texts(url, limit=1) == ["New query!"]
+    with pytest.raises(ValueError, match="limit"):
+        unlabelled_texts(url, limit=0)
+
+
+def test_unlabelled_texts_for_self_training_on_sqlite(url: str) -> None:
+    _unlabelled_texts_case(url)
+
+
+def test_unlabelled_texts_for_self_training_on_postgresql() -> None:
+    with pg_schema() as url:
+        _unlabelled_texts_case(url)
 
 
 def test_normalise_text() -> None:

@@ -26,6 +26,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from pathlib import Path
@@ -49,6 +50,7 @@ from training.gate import (
 )
 from training.modeling import load_classifier, model_labels
 from training.predict import predict_proba
+from training.self_training import pseudo_labels
 from training.train import train
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,9 @@ class RetrainOptions:
     # (Banking77: -0.71 points on unseen queries at 1.0, none at 0.1; docs/BENCHMARKS.md). An
     # explicit optim.learning_rate override wins.
     continue_lr_factor: float = 0.1
+    # self-training (training.self_training): unlabelled logged traffic the champion answers with
+    # at least this probability joins train with its answer as the label; None: off
+    self_train: float | None = None
     overrides: list[str] = field(default_factory=list)  # TrainConfig overrides, e.g. optim.epochs=2
     workdir: Path | None = None
     promote: bool = True
@@ -98,16 +103,19 @@ class RetrainDecision:
     version: str | None = None
 
 
-def retrain(opts: RetrainOptions, feedback: FeedbackSet, *, progress: bool = True) -> RetrainDecision:
+def retrain(
+    opts: RetrainOptions, feedback: FeedbackSet, *, traffic: Sequence[str] = (), progress: bool = True
+) -> RetrainDecision:
     """Train a challenger on the champion's data plus `feedback` (resolved rows from the store),
+    and with `opts.self_train` the confident part of `traffic` (logged texts without feedback),
     gate it, register it and promote it if it passed."""
     registry = Registry(opts.registry)
     with registry.retrain_lock():
-        return _retrain(registry, opts, feedback, progress)
+        return _retrain(registry, opts, feedback, traffic, progress)
 
 
 def _retrain(
-    registry: Registry, opts: RetrainOptions, feedback: FeedbackSet, progress: bool
+    registry: Registry, opts: RetrainOptions, feedback: FeedbackSet, traffic: Sequence[str], progress: bool
 ) -> RetrainDecision:
     started = time.perf_counter()
 
@@ -121,6 +129,7 @@ def _retrain(
     # the champion's intents and the changes since (serving.taxonomy): the challenger's labels are
     # the kept ones (renamed, retired left out) + the pending ones with enough feedback
     taxonomy = registry.taxonomy()
+    feedback_texts = [ex.text for ex in feedback.examples]
     targets, relabel, examples, report_intents = _plan_intents(taxonomy, feedback.examples, opts.min_examples)
     base = _relabelled(base, relabel, targets)
 
@@ -156,12 +165,27 @@ def _retrain(
 
     scratch = Path(opts.workdir or tempfile.mkdtemp(prefix="switchboard-retrain-"))
     try:
-        # 3. Training data: champion's train + feedback (oversampled); same validation and test.
-        data_dir = scratch / "data"
-        _write_split(data_dir / "train.csv", base.train, fb_train * opts.feedback_weight)
-        _write_split(data_dir / "validation.csv", base.validation, [])
+        # 3. Training data: champion's train + feedback (oversampled) + with self-training the
+        #    champion's confident answers on unlabelled traffic; same validation and test.
         if base.test is None:
             raise DatasetError(f"the champion's dataset {base.name!r} has no test split for the gate")
+        pseudo: list[tuple[str, str]] = []
+        if opts.self_train is not None:
+            found = pseudo_labels(
+                champion.path,
+                traffic,
+                min_confidence=opts.self_train,
+                exclude=[*base.train.texts, *base.validation.texts, *base.test.texts, *feedback_texts],
+                targets=targets,
+                relabel=relabel,
+                progress=progress,
+            )
+            pseudo = found.examples
+            report["self_training"] = found.to_json()
+        data_dir = scratch / "data"
+        feedback_rows = [(ex.text, ex.label) for ex in fb_train] * opts.feedback_weight
+        _write_split(data_dir / "train.csv", base.train, feedback_rows + pseudo)
+        _write_split(data_dir / "validation.csv", base.validation, [])
         _write_split(data_dir / "test.csv", base.test, [])
         _write_intents(data_dir, taxonomy, targets, base.routes)
 
@@ -360,13 +384,13 @@ def _trained_feedback(model_dir: Path) -> set[str]:
     return set(json.loads(path.read_text())) if path.is_file() else set()
 
 
-def _write_split(path: Path, split: Split, extra: list[FeedbackExample]) -> None:
+def _write_split(path: Path, split: Split, extra: list[tuple[str, str]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["text", "label"])
         writer.writerows(zip(split.texts, split.labels, strict=True))
-        writer.writerows((ex.text, ex.label) for ex in extra)
+        writer.writerows(extra)
 
 
 def _correct(

@@ -52,6 +52,16 @@ def retrain(
         float,
         typer.Option(help="From the champion: scale the recipe's learning rates by this.", min=0.0),
     ] = 0.1,
+    self_train: Annotated[
+        float | None,
+        typer.Option(
+            min=0.5,
+            max=1.0,
+            help="Self-training: also train on logged queries nobody labelled that the champion answers "
+            "with at least this probability, its answer as the label (e.g. 0.9; default off).",
+            show_default=False,
+        ),
+    ] = None,
     dry_run: Annotated[bool, typer.Option(help="Register the challenger but never promote.")] = False,
     progress: ProgressOpt = True,
     overrides: Annotated[
@@ -63,12 +73,13 @@ def retrain(
         fail(f"--holdout must be between 0 and 1, not {holdout}")
     quiet_libraries()
     with user_errors():
-        from router.store.queries import feedback_rows
+        from router.store.queries import feedback_rows, unlabelled_texts
         from training.feedback_data import resolve
         from training.retrain import RetrainOptions
         from training.retrain import retrain as run_retrain
 
         feedback = resolve(feedback_rows(database_url, since=since))
+        traffic = unlabelled_texts(database_url, since=since) if self_train is not None else []
         decision = run_retrain(
             RetrainOptions(
                 registry=registry,
@@ -79,10 +90,12 @@ def retrain(
                 test_margin=test_margin,
                 start_from=cast(Literal["auto", "champion", "base"], start_from.value),
                 continue_lr_factor=lr_factor,
+                self_train=self_train,
                 overrides=list(overrides or []),
                 promote=not dry_run,
             ),
             feedback,
+            traffic=traffic,
             progress=progress,
         )
     print(

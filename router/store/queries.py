@@ -2,7 +2,8 @@
 
 The writer (`router.store.writer`) owns every write; what reads the tables for other purposes
 lives here, so no other package reaches into the router's tables: `switchboard retrain` reads
-the feedback with `feedback_rows` and hands plain rows to `training.retrain`; `GET /v1/review`,
+the feedback with `feedback_rows` (and for self-training the unlabelled texts with
+`unlabelled_texts`) and hands plain rows to `training.retrain`; `GET /v1/review`,
 `switchboard review export` and the review inbox read the review queue with `review_queue`, and
 the inbox's header reads `review_stats`.
 """
@@ -54,6 +55,36 @@ def feedback_rows(
             return conn.execute(query).all()
     finally:
         engine.dispose()
+
+
+def unlabelled_texts(
+    database_url: str, *, since: datetime | None = None, limit: int = SCAN_LIMIT
+) -> list[str]:
+    """Texts of logged requests nobody gave feedback on (from `since` on), newest first, one per
+    normalised text, at most `limit` rows read: what `switchboard retrain --self-train` offers
+    the champion to label. A text with feedback on any of its requests is left out."""
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, not {limit}")
+    r = requests
+    query = (
+        select(r.c.text)
+        .where(r.c.text.is_not(None))
+        .where(~exists().where(feedback.c.request_id == r.c.id))
+        .order_by(r.c.created_at.desc(), r.c.id.desc())
+        .limit(limit)
+    )
+    if since is not None:
+        query = query.where(r.c.created_at >= _utc(since))
+    labelled_query = select(r.c.text).join(feedback, feedback.c.request_id == r.c.id)
+    with _connected(database_url) as engine, engine.connect() as conn:
+        texts = conn.execute(query).scalars().all()
+        labelled = {normalise_text(t) for t in conn.execute(labelled_query).scalars() if t is not None}
+    unique: dict[str, str] = {}
+    for text in texts:
+        key = normalise_text(text)
+        if key not in labelled:
+            unique.setdefault(key, text)
+    return list(unique.values())
 
 
 # -- the review queue ---------------------------------------------------------------------------
