@@ -14,15 +14,24 @@ intent. A fifth of each round's labels is held out, as `switchboard retrain --ho
 The selection path is driven by the product's recipe (`product`); at round `--compare-round`
 every variant trains on *the same labelled set*, so the recipes differ only in how they learn:
 
-  product      from the base, the config's 6 epochs, early stopping (patience 2) and the best
-               checkpoint on the original validation split (77 texts on Banking77: 1 per intent)
-  to_end       from the base, 6 epochs, no early stopping, the last checkpoint
-  to_end_10ep  the same, 10 epochs
-  weight_2     to_end with every feedback example twice
-  fb_val       from the base, early stopping and best checkpoint on a validation set grown with
-               15% of the training feedback (moved out of training)
-  continue     from the previous round's model, its head kept, the recipe's full learning rates,
-               3 epochs, to the end
+  product       from the base, the config's 6 epochs, early stopping (patience 2) and the best
+                checkpoint on the original validation split (77 texts on Banking77: 1 per intent)
+  product_12ep, product_20ep   the same with 12 / 20 epochs
+  to_end        from the base, 6 epochs, no early stopping, the last checkpoint
+  to_end_10ep, to_end_12ep     the same, 10 / 12 epochs
+  weight_2      to_end with every feedback example twice
+  fb_val        from the base, early stopping and best checkpoint on a validation set grown with
+                15% of the training feedback (moved out of training)
+  continue      from the previous round's model, its head kept, the recipe's full learning rates,
+                3 epochs, to the end
+  pseudo_90, pseudo_97   product + self-training (`switchboard retrain --self-train`): the
+                unlabelled traffic seen so far that the previous round's model answers with
+                probability >= 0.90 / 0.97, its answer as the label
+
+`--selection` picks the labels: `margin` (the review queue's `uncertainty` order, default),
+`balanced` (the smallest margin of each predicted intent in turn) or `random` (the control).
+`--seed` other than 42 draws another seed set and trains its own champion. Every run's rows are
+merged into the results file (a row names its seed, selection and the machine it ran on).
 
 Test accuracy is on the dataset's official test split; seconds are training wall time on this
 machine (one run; the machine is named in the results). Results: benchmarks/results/
@@ -45,23 +54,36 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.learning_loop import load, per_intent, train_champion, write_dataset  # noqa: E402
-from benchmarks.markdown import machine_info, machine_line, replace_section  # noqa: E402
+from benchmarks.markdown import machine_info, replace_section  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "retrain_recipes.json"
-VARIANTS = ("product", "to_end", "to_end_10ep", "weight_2", "fb_val", "continue")
+VARIANTS = (
+    "product", "product_12ep", "product_20ep", "to_end", "to_end_10ep", "weight_2", "fb_val", "continue",
+    "to_end_12ep", "pseudo_90", "pseudo_97",
+)  # fmt: skip
+SELECTIONS = ("margin", "balanced", "random")
+SEED = 42  # the learning loop's default: its champion is shared
 TO_END = ["optim.early_stopping_patience=0", "optim.select_best=false"]
 RECIPES: dict[str, dict[str, Any]] = {
     "product": {"overrides": [], "weight": 1},
+    "product_12ep": {"overrides": ["optim.epochs=12"], "weight": 1},
+    "product_20ep": {"overrides": ["optim.epochs=20"], "weight": 1},
     "to_end": {"overrides": TO_END, "weight": 1},
     "to_end_10ep": {"overrides": [*TO_END, "optim.epochs=10"], "weight": 1},
+    "to_end_12ep": {"overrides": [*TO_END, "optim.epochs=12"], "weight": 1},
     "weight_2": {"overrides": TO_END, "weight": 2},
     "fb_val": {"overrides": [], "weight": 1, "feedback_validation": 0.15},
     "continue": {"overrides": [*TO_END, "optim.epochs=3"], "weight": 1, "continue": True},
+    # self-training: traffic the served model answered with at least this confidence, its answer
+    # as the label, beside the people's labels
+    "pseudo_90": {"overrides": [], "weight": 1, "pseudo": 0.90},
+    "pseudo_97": {"overrides": [], "weight": 1, "pseudo": 0.97},
 }
 
 
-def margins(model_dir: Path, texts: list[str]) -> list[float]:
-    """Top-1 minus top-2 probability of each text under the model (the review queue's order)."""
+def margins(model_dir: Path, texts: list[str]) -> tuple[list[float], list[int]]:
+    """Top-1 minus top-2 probability of each text under the model (the review queue's order),
+    and the predicted class."""
     import numpy as np
 
     from training.modeling import load_classifier
@@ -70,11 +92,20 @@ def margins(model_dir: Path, texts: list[str]) -> list[float]:
     model, tokenizer = load_classifier(model_dir)
     probs = predict_proba(model, tokenizer, texts, progress=False)
     top2 = np.sort(probs, axis=1)[:, -2:]
-    return [float(m) for m in top2[:, 1] - top2[:, 0]]
+    return [float(m) for m in top2[:, 1] - top2[:, 0]], [int(i) for i in probs.argmax(axis=1)]
 
 
-def select(model_dir: Path, chunk: list[tuple[str, str]], taken: set[str], k: int) -> list[tuple[str, str]]:
-    """The `k` smallest-margin texts of the chunk, one per normalised text, none labelled before."""
+def select(
+    model_dir: Path,
+    chunk: list[tuple[str, str]],
+    taken: set[str],
+    k: int,
+    selection: str = "margin",
+    seed: int = 0,
+) -> list[tuple[str, str]]:
+    """`k` texts of the chunk, one per normalised text, none labelled before: the smallest margins
+    (`margin`), the smallest margin of every predicted intent in turn (`balanced`), or a seeded
+    random sample (`random`)."""
     from router.store.queries import normalise_text
 
     unique: dict[str, tuple[str, str]] = {}
@@ -83,8 +114,29 @@ def select(model_dir: Path, chunk: list[tuple[str, str]], taken: set[str], k: in
         if key not in taken:
             unique.setdefault(key, (text, label))
     rows = list(unique.values())
-    order = sorted(zip(margins(model_dir, [t for t, _ in rows]), range(len(rows)), strict=True))
-    return [rows[i] for _, i in order[:k]]
+    if selection == "random":  # the control: a seeded sample of the chunk
+        return random.Random(seed).sample(rows, min(k, len(rows)))
+    margin, predicted = margins(model_dir, [t for t, _ in rows])
+    order = sorted(range(len(rows)), key=lambda i: margin[i])
+    if selection == "balanced":
+        rank: dict[int, int] = {}
+        turn = {}
+        for i in order:  # i's turn: how many of its predicted intent come before it
+            turn[i] = rank.get(predicted[i], 0)
+            rank[predicted[i]] = turn[i] + 1
+        order = sorted(order, key=lambda i: (turn[i], margin[i]))
+    return [rows[i] for i in order[:k]]
+
+
+def pseudo_labels(model_dir: Path, texts: list[str], threshold: float) -> list[tuple[str, str]]:
+    """(text, the model's answer) for every text it answers with probability >= `threshold`."""
+    from training.modeling import load_classifier
+    from training.predict import predict_proba
+
+    model, tokenizer = load_classifier(model_dir)
+    probs = predict_proba(model, tokenizer, texts, progress=False)
+    names = model.config.id2label
+    return [(t, names[int(p.argmax())]) for t, p in zip(texts, probs, strict=True) if p.max() >= threshold]
 
 
 def split_round(rows: list[tuple[str, str]], seed: int) -> tuple[list, list]:
@@ -102,6 +154,7 @@ def train_variant(
     previous: Path,
     out: Path,
     seed: int,
+    unlabelled: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Train one recipe on the seed data + `feedback`; its test accuracy and training seconds."""
     from training.config import load_config
@@ -115,6 +168,12 @@ def train_variant(
         base = load_dataset(str(seed_dir), validation_fraction=0.1, seed=seed)
         extra_val: list[tuple[str, str]] = []
         train_rows = list(feedback)
+        if recipe.get("pseudo"):
+            pseudo = pseudo_labels(previous, list(unlabelled), recipe["pseudo"])
+            (out.parent / f"{out.name}-pseudo.json").write_text(json.dumps({"n": len(pseudo)}))
+            print(
+                f"  {name}: {len(pseudo)} of {len(unlabelled)} unlabelled queries pseudo-labelled", flush=True
+            )
         if recipe.get("feedback_validation"):
             shuffled = train_rows[:]
             random.Random(seed).shuffle(shuffled)
@@ -123,7 +182,9 @@ def train_variant(
         data_dir = out.parent / f"{out.name}-data"
         write_dataset(
             data_dir,
-            list(zip(base.train.texts, base.train.labels, strict=True)) + train_rows * recipe["weight"],
+            list(zip(base.train.texts, base.train.labels, strict=True))
+            + train_rows * recipe["weight"]
+            + (pseudo if recipe.get("pseudo") else []),
             list(zip(base.test.texts, base.test.labels, strict=True)) if base.test else [],
             dict(base.routes),
         )
@@ -157,11 +218,15 @@ def train_variant(
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     data = load(args.dataset)
-    work = args.work / data.name
+    name = data.name if args.selection == "margin" else f"{data.name}-{args.selection}"
+    work = args.work / (name if args.seed == SEED else f"{name}-seed{args.seed}")
     state_file = work / "state.json"
     state: dict[str, Any] = json.loads(state_file.read_text()) if state_file.is_file() else {}
     results: dict[str, Any] = state.setdefault("results", {})
-    shared = args.loop_work / data.name / "cold_start"
+    # the learning loop's champion for its default seed; another seed's champion is this script's
+    shared = (
+        args.loop_work / data.name / "cold_start" if args.seed == SEED else args.work / f"seed{args.seed}"
+    )
     champion_metrics = shared / "champion" / "metrics.json"
     if champion_metrics.is_file():
         state["champion_test_accuracy"] = json.loads(champion_metrics.read_text())["test"]["accuracy"]
@@ -180,9 +245,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model = champion
     trained: list[tuple[str, str]] = []
     held: list[tuple[str, str]] = []
+    seen: list[str] = []
     for r in range(1, args.compare_round + 1):
         chunk = traffic[(r - 1) * per_round : r * per_round]
-        picked = select(model, chunk, taken, args.labels_per_round)
+        seen += [t for t, _ in chunk]
+        picked = select(model, chunk, taken, args.labels_per_round, args.selection, args.seed + r)
         taken |= {normalise_text(t) for t, _ in picked}
         # the previous round's held-out labels are trained on now (the retrain holds out new ones)
         new_train, new_held = split_round(picked, args.seed + r)
@@ -197,7 +264,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "round": r,
                     "variant": name,
                     "labels": labels,
-                    **train_variant(name, seed_dir, trained, model, work / f"round{r}" / name, args.seed),
+                    **train_variant(
+                        name,
+                        seed_dir,
+                        trained,
+                        model,
+                        work / f"round{r}" / name,
+                        args.seed,
+                        unlabelled=tuple(t for t in seen if normalise_text(t) not in taken),
+                    ),
                 }
                 state_file.parent.mkdir(parents=True, exist_ok=True)
                 state_file.write_text(json.dumps(state, indent=2))
@@ -209,25 +284,52 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    rows = sorted(result["results"].values(), key=lambda r: (r["round"], VARIANTS.index(r["variant"])))
+    def order(r: dict[str, Any]) -> tuple[int, int, int, int]:
+        return (
+            r.get("seed", SEED),
+            SELECTIONS.index(r["selection"]),
+            r["round"],
+            VARIANTS.index(r["variant"]),
+        )
+
+    rows = sorted(result["results"].values(), key=order)
     lines = [
-        machine_line(result["machine"]),
+        f"Cold start on {result['dataset']}: champion {100 * result['champion_test_accuracy']:.2f}% from "
+        f"{result['seed_per_intent']} examples per intent (seed {SEED}; another seed: another seed set "
+        f"and champion); {result['labels_per_round']} labels per round "
+        "(`margin`: the smallest top-1/top-2 margins, as `strategy=uncertainty`; `balanced`: the smallest "
+        "margin of each predicted intent in turn; `random`: a seeded sample, the control), a fifth held "
+        "out. Test accuracy on the official test split (3,080 queries).",
         "",
-        f"Command: `{result['command']}`. Cold start on {result['dataset']}: champion "
-        f"{100 * result['champion_test_accuracy']:.2f}% from {result['seed_per_intent']} examples per "
-        f"intent; {result['labels_per_round']} smallest-margin labels per round, a fifth held out.",
-        "",
-        "| round | recipe | labels | test accuracy | optimizer steps | training |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| seed | selection | round | recipe | labels | test accuracy | steps | training | measured |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         lines.append(
-            f"| {r['round']} | {r['variant']} | {r['labels']} | {100 * r['test_accuracy']:.2f}% | "
-            f"{r['steps']} | {r['train_seconds'] / 60:.1f} min |"
+            f"| {r.get('seed', SEED)} | {r['selection']} | {r['round']} | {r['variant']} | {r['labels']} | "
+            f"{100 * r['test_accuracy']:.2f}% | {r['steps']} | {r['train_seconds'] / 60:.1f} min | "
+            f"{r['measured']} |"
         )
-    if result.get("note"):
-        lines += ["", result["note"]]
+    champions = ", ".join(f"seed {k}: {100 * v:.2f}%" for k, v in result.get("champions", {}).items() if v)
+    lines += ["", f"Champions (round 0, 770 labels): {champions}.", "", "Runs:", ""]
+    for run_ in result["runs"]:
+        lines.append(f"- `{run_['command']}`" + (f": {run_['note']}" if run_.get("note") else ""))
     return "\n".join(lines) + "\n"
+
+
+def merge(
+    previous: dict[str, Any], state: dict[str, Any], selection: str, measured: str, seed: int = SEED
+) -> dict[str, Any]:
+    """Rows of earlier runs (other selections, other variants) kept; this run's rows win."""
+    rows: dict[str, Any] = {}
+    for key, row in previous.get("results", {}).items():
+        row.setdefault("selection", "margin")  # the first runs compared recipes on margin only
+        row.setdefault("measured", "earlier run")
+        rows[key if key.startswith(row["selection"] + "/") else f"{row['selection']}/{key}"] = row
+    for key, row in state["results"].items():
+        stamp = {"selection": selection, "measured": row.get("measured", measured), "seed": seed}
+        rows[f"{selection}/{key}" if seed == SEED else f"{selection}/seed{seed}/{key}"] = {**row, **stamp}
+    return rows
 
 
 def main() -> None:
@@ -241,6 +343,7 @@ def main() -> None:
     parser.add_argument("--compare-round", type=int, default=3)
     parser.add_argument("--labels-per-round", type=int, default=300)
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--selection", choices=SELECTIONS, default="margin")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "retrain_recipes")
     parser.add_argument(
         "--loop-work", type=Path, default=REPO / "runs" / "learning_loop", help="shares the champion"
@@ -255,15 +358,22 @@ def main() -> None:
     os.environ.setdefault("SWITCHBOARD_DATA_DIR", str(REPO.parent / "shared" / "datasets"))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     state = run(args)
+    machine = machine_info()
+    previous = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    command = "python benchmarks/retrain_recipes.py " + " ".join(sys.argv[1:])
     result = {
         "dataset": args.dataset,
-        "machine": machine_info(),
-        "command": "python benchmarks/retrain_recipes.py " + " ".join(sys.argv[1:]),
-        "seed": args.seed,
         "seed_per_intent": args.seed_per_intent,
         "labels_per_round": args.labels_per_round,
-        "note": args.note,
-        **state,
+        "champion_test_accuracy": (
+            state["champion_test_accuracy"] if args.seed == SEED else previous.get("champion_test_accuracy")
+        ),
+        "champions": {**previous.get("champions", {}), str(args.seed): state.get("champion_test_accuracy")},
+        "results": merge(previous, state, args.selection, f"{machine['cpu']}, {machine['date']}", args.seed),
+        "runs": [  # the training runs (a --report-only run measured nothing)
+            *(r for r in previous.get("runs", []) if r["command"] != command),
+            *([] if args.report_only else [{"command": command, "note": args.note, "machine": machine}]),
+        ],
     }
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     section = markdown(result)
