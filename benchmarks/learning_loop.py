@@ -575,7 +575,13 @@ def plot(cold: dict[str, Any], full: float | None, path: Path) -> None:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = [machine_line(result["machine"]), "", f"Command: `{result['command']}`.", ""]
+    commands = "; ".join(f"`{c}`" for c in result.get("commands", [result["command"]]))
+    lines = [
+        machine_line(result["machine"]),
+        "",
+        f"Commands (in order; the last run of a scenario wins): {commands}.",
+        "",
+    ]
     cold = result.get("cold_start")
     if cold:
         recipe = " ".join(result["recipe"])
@@ -764,6 +770,8 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     merged = {**previous, **result}
+    earlier = previous.get("commands", [previous["command"]] if "command" in previous else [])
+    merged["commands"] = [*(c for c in earlier if c != result["command"]), result["command"]]
     RESULTS.write_text(json.dumps(merged, indent=2, default=str) + "\n")
     if "cold_start" in merged:
         plot(merged["cold_start"], merged.get("full_data_test_accuracy"), CURVE)
