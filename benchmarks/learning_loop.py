@@ -293,15 +293,22 @@ def now_iso() -> str:
 def cold_start_champion(data: Data, args: argparse.Namespace, work: Path) -> tuple[Path, list, list]:
     """The cold-start champion (`--seed-per-intent` examples per intent; trained once, shared by
     every strategy and the gate cases), its labelled rows and the rest of the data as traffic."""
-    seed_rows, traffic = per_intent(data.train, args.seed_per_intent, args.seed)
-    shared = work / "cold_start"
+    return per_intent_champion(data, args, args.seed_per_intent, work / "cold_start", "seed-data")
+
+
+def per_intent_champion(
+    data: Data, args: argparse.Namespace, k: int, root: Path, data_dir: str
+) -> tuple[Path, list, list]:
+    """A champion trained (once) on `k` seeded examples per intent under `root`; its labelled rows
+    and the rest of the training data (the traffic)."""
+    rows, traffic = per_intent(data.train, k, args.seed)
     champion = train_champion(
-        write_dataset(shared / "seed-data", seed_rows, data.test, data.routes),
-        shared / "champion",
-        shared / "train.log",
+        write_dataset(root / data_dir, rows, data.test, data.routes),
+        root / "champion",
+        root / "train.log",
         args.train_override,
     )
-    return champion, seed_rows, traffic
+    return champion, rows, traffic
 
 
 def cold_start(data: Data, args: argparse.Namespace, work: Path, strategy: str) -> dict[str, Any]:
@@ -481,13 +488,8 @@ def gate_refusals(data: Data, args: argparse.Namespace, work: Path) -> dict[str,
     # (measured: a retrain from the base on its data + 4 labels was 2.34 points better on the
     # 3,080 test queries, the champion continued for one epoch at a tenth of the rate 1.46 points,
     # both p < 1e-5, and the gate rightly promoted them)
-    rows, chance_traffic = per_intent(data.train, args.gate_champion_per_intent, args.seed)
-    root = work / "gate"
-    chance_champion = train_champion(
-        write_dataset(root / "champion-data", rows, data.test, data.routes),
-        root / "champion",
-        root / "train.log",
-        args.train_override,
+    chance_champion, rows, chance_traffic = per_intent_champion(
+        data, args, args.gate_champion_per_intent, work / "gate", "champion-data"
     )
     out: dict[str, Any] = {}
     cases = {

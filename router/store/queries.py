@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
-from sqlalchemy import Engine, Row, exists, func, select
+from sqlalchemy import Connection, Engine, Row, exists, func, select
 
 from router.store.db import create_db_engine
 from router.store.models import feedback, requests
@@ -75,10 +75,9 @@ def unlabelled_texts(
     )
     if since is not None:
         query = query.where(r.c.created_at >= _utc(since))
-    labelled_query = select(r.c.text).join(feedback, feedback.c.request_id == r.c.id)
     with _connected(database_url) as engine, engine.connect() as conn:
         texts = conn.execute(query).scalars().all()
-        labelled = {normalise_text(t) for t in conn.execute(labelled_query).scalars() if t is not None}
+        labelled = _labelled_texts(conn)
     unique: dict[str, str] = {}
     for text in texts:
         key = normalise_text(text)
@@ -192,12 +191,9 @@ def review_queue(
     for column, value in ((r.c.model_version, model_version), (r.c.route, route), (r.c.intent, intent)):
         if value is not None:
             query = query.where(column == value)
-    labelled_query = (
-        select(r.c.text).join(feedback, feedback.c.request_id == r.c.id).where(r.c.text.is_not(None))
-    )
     with _connected(engine_or_url) as engine, engine.connect() as conn:
         rows = conn.execute(query).all()  # newest first
-        labelled = {normalise_text(text) for text in conn.execute(labelled_query).scalars()}
+        labelled = _labelled_texts(conn)
     # a text a person has labelled once (on any of its requests) needs no second look
     candidates = [item for item in map(_item, rows) if normalise_text(item.text) not in labelled]
     if strategy == "uncertainty":
@@ -205,6 +201,13 @@ def review_queue(
     elif strategy == "random":
         candidates.sort(key=lambda c: hashlib.sha256(f"{seed}:{c.request_id}".encode()).digest())
     return _collapse(candidates, limit)
+
+
+def _labelled_texts(conn: Connection) -> set[str]:
+    """Normalised texts that have feedback on any of their requests: labelled once, never queued
+    or offered again."""
+    query = select(requests.c.text).join(feedback, feedback.c.request_id == requests.c.id)
+    return {normalise_text(text) for text in conn.execute(query).scalars() if text is not None}
 
 
 def _collapse(ordered: Sequence[QueueItem], limit: int) -> list[QueueItem]:
