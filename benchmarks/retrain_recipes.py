@@ -27,6 +27,12 @@ every variant trains on *the same labelled set*, so the recipes differ only in h
   pseudo_90, pseudo_97   product + self-training (`switchboard retrain --self-train`): the
                 unlabelled traffic seen so far that the previous round's model answers with
                 probability >= 0.90 / 0.97, its answer as the label
+  student_90    two-stage self-training: the teacher is this round's `product` model (trained on
+                the same labels), not the previous round's; product recipe for the student
+  student_90_12ep, student_80_12ep   the same teacher (>= 0.90 / 0.80), the student trained
+                12 epochs to the end
+  lr_2x         product with the body's learning rate doubled (2e-4)
+  bs16_to_end   batch size 16, 8 epochs, to the end (4x the optimiser steps of `product`)
 
 `--selection` picks the labels: `margin` (the review queue's `uncertainty` order, default),
 `balanced` (the smallest margin of each predicted intent in turn) or `random` (the control).
@@ -59,7 +65,8 @@ from benchmarks.markdown import machine_info, replace_section  # noqa: E402
 RESULTS = REPO / "benchmarks" / "results" / "retrain_recipes.json"
 VARIANTS = (
     "product", "product_12ep", "product_20ep", "to_end", "to_end_10ep", "weight_2", "fb_val", "continue",
-    "to_end_12ep", "pseudo_90", "pseudo_97",
+    "to_end_12ep", "pseudo_90", "pseudo_97", "student_90", "student_90_12ep", "student_80_12ep", "lr_2x",
+    "bs16_to_end",
 )  # fmt: skip
 SELECTIONS = ("margin", "balanced", "random")
 SEED = 42  # the learning loop's default: its champion is shared
@@ -78,7 +85,17 @@ RECIPES: dict[str, dict[str, Any]] = {
     # as the label, beside the people's labels
     "pseudo_90": {"overrides": [], "weight": 1, "pseudo": 0.90},
     "pseudo_97": {"overrides": [], "weight": 1, "pseudo": 0.97},
-}
+    # the teacher is this round's `product` model, trained on the same labels (two trainings)
+    "student_90": {"overrides": [], "weight": 1, "pseudo": 0.90, "teacher": "product"},
+    "student_90_12ep": {
+        "overrides": [*TO_END, "optim.epochs=12"], "weight": 1, "pseudo": 0.90, "teacher": "product"
+    },
+    "student_80_12ep": {
+        "overrides": [*TO_END, "optim.epochs=12"], "weight": 1, "pseudo": 0.80, "teacher": "product"
+    },
+    "lr_2x": {"overrides": ["optim.learning_rate=2.0e-4"], "weight": 1},
+    "bs16_to_end": {"overrides": [*TO_END, "optim.epochs=8", "optim.batch_size=16"], "weight": 1},
+}  # fmt: skip
 
 
 def margins(model_dir: Path, texts: list[str]) -> tuple[list[float], list[int]]:
@@ -128,17 +145,6 @@ def select(
     return [rows[i] for i in order[:k]]
 
 
-def pseudo_labels(model_dir: Path, texts: list[str], threshold: float) -> list[tuple[str, str]]:
-    """(text, the model's answer) for every text it answers with probability >= `threshold`."""
-    from training.modeling import load_classifier
-    from training.predict import predict_proba
-
-    model, tokenizer = load_classifier(model_dir)
-    probs = predict_proba(model, tokenizer, texts, progress=False)
-    names = model.config.id2label
-    return [(t, names[int(p.argmax())]) for t, p in zip(texts, probs, strict=True) if p.max() >= threshold]
-
-
 def split_round(rows: list[tuple[str, str]], seed: int) -> tuple[list, list]:
     """(train, held out): a fifth held out, as `switchboard retrain --holdout 0.2`."""
     shuffled = rows[:]
@@ -168,11 +174,24 @@ def train_variant(
         base = load_dataset(str(seed_dir), validation_fraction=0.1, seed=seed)
         extra_val: list[tuple[str, str]] = []
         train_rows = list(feedback)
-        if recipe.get("pseudo"):
-            pseudo = pseudo_labels(previous, list(unlabelled), recipe["pseudo"])
-            (out.parent / f"{out.name}-pseudo.json").write_text(json.dumps({"n": len(pseudo)}))
+        pseudo: list[tuple[str, str]] = []
+        if recipe.get("pseudo"):  # the product's self-training, as `switchboard retrain --self-train`
+            from training.self_training import pseudo_labels
+
+            teacher = out.parent / recipe["teacher"] if recipe.get("teacher") else previous
+            labelled = pseudo_labels(
+                teacher,
+                unlabelled,
+                min_confidence=recipe["pseudo"],
+                exclude=[*base.validation.texts, *(base.test.texts if base.test else [])],
+                targets=sorted(set(base.train.labels)),
+            )
+            pseudo = labelled.examples
+            (out.parent / f"{out.name}-pseudo.json").write_text(json.dumps(labelled.to_json()))
             print(
-                f"  {name}: {len(pseudo)} of {len(unlabelled)} unlabelled queries pseudo-labelled", flush=True
+                f"  {name}: {len(pseudo)} of {len(unlabelled)} unlabelled queries pseudo-labelled "
+                f"by {teacher.name}",
+                flush=True,
             )
         if recipe.get("feedback_validation"):
             shuffled = train_rows[:]
@@ -184,7 +203,7 @@ def train_variant(
             data_dir,
             list(zip(base.train.texts, base.train.labels, strict=True))
             + train_rows * recipe["weight"]
-            + (pseudo if recipe.get("pseudo") else []),
+            + pseudo,
             list(zip(base.test.texts, base.test.labels, strict=True)) if base.test else [],
             dict(base.routes),
         )
@@ -255,7 +274,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         new_train, new_held = split_round(picked, args.seed + r)
         trained, held = trained + held + new_train, new_held
         labels = len(seed_rows) + len(trained) + len(held)
-        names = args.variants if r == args.compare_round else ["product"]
+        # `product` first: it picks the next round's labels and teaches the `student_*` variants
+        names = (
+            ["product", *(v for v in args.variants if v != "product")]
+            if r == args.compare_round
+            else ["product"]
+        )
         for name in names:
             key = f"round{r}/{name}"
             if key not in results:
@@ -283,7 +307,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return state
 
 
-def markdown(result: dict[str, Any]) -> str:
+def _table(results: dict[str, Any]) -> list[str]:
     def order(r: dict[str, Any]) -> tuple[int, int, int, int]:
         return (
             r.get("seed", SEED),
@@ -292,28 +316,41 @@ def markdown(result: dict[str, Any]) -> str:
             VARIANTS.index(r["variant"]),
         )
 
-    rows = sorted(result["results"].values(), key=order)
     lines = [
-        f"Cold start on {result['dataset']}: champion {100 * result['champion_test_accuracy']:.2f}% from "
-        f"{result['seed_per_intent']} examples per intent (seed {SEED}; another seed: another seed set "
-        f"and champion); {result['labels_per_round']} labels per round "
-        "(`margin`: the smallest top-1/top-2 margins, as `strategy=uncertainty`; `balanced`: the smallest "
-        "margin of each predicted intent in turn; `random`: a seeded sample, the control), a fifth held "
-        "out. Test accuracy on the official test split (3,080 queries).",
-        "",
         "| seed | selection | round | recipe | labels | test accuracy | steps | training | measured |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for r in rows:
+    for r in sorted(results.values(), key=order):
         lines.append(
             f"| {r.get('seed', SEED)} | {r['selection']} | {r['round']} | {r['variant']} | {r['labels']} | "
             f"{100 * r['test_accuracy']:.2f}% | {r['steps']} | {r['train_seconds'] / 60:.1f} min | "
             f"{r['measured']} |"
         )
+    return lines
+
+
+def _champions_and_runs(result: dict[str, Any]) -> list[str]:
     champions = ", ".join(f"seed {k}: {100 * v:.2f}%" for k, v in result.get("champions", {}).items() if v)
-    lines += ["", f"Champions (round 0, 770 labels): {champions}.", "", "Runs:", ""]
+    lines = ["", f"Champions (round 0, 770 labels): {champions}.", "", "Runs:", ""]
     for run_ in result["runs"]:
         lines.append(f"- `{run_['command']}`" + (f": {run_['note']}" if run_.get("note") else ""))
+    return lines
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"Cold start on {result['dataset']}: {result['seed_per_intent']} examples per intent (seed {SEED}; "
+        f"another seed: another seed set and champion); {result['labels_per_round']} labels per round "
+        "(`margin`: the smallest top-1/top-2 margins, as `strategy=uncertainty`; `balanced`: the smallest "
+        "margin of each predicted intent in turn; `random`: a seeded sample, the control), a fifth held "
+        "out. Test accuracy on the official test split (3,080 queries).",
+        "",
+        *_table(result["results"]),
+        *_champions_and_runs(result),
+    ]
+    old = result.get("superseded")
+    if old:
+        lines += ["", f"**Superseded.** {old['why']}", "", *_table(old["results"]), *_champions_and_runs(old)]
     return "\n".join(lines) + "\n"
 
 
@@ -374,6 +411,7 @@ def main() -> None:
             *(r for r in previous.get("runs", []) if r["command"] != command),
             *([] if args.report_only else [{"command": command, "note": args.note, "machine": machine}]),
         ],
+        **({"superseded": previous["superseded"]} if "superseded" in previous else {}),
     }
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     section = markdown(result)

@@ -30,6 +30,24 @@ def test_llama_preset_is_the_qlora_recipe() -> None:
     assert config.optim.lr_scheduler == "cosine" and config.optim.early_stopping_patience > 0
 
 
+def test_checkpoint_selection_needs_a_validation_split_large_enough_to_measure() -> None:
+    from training.run_facts import checkpoint_choice
+
+    config = load_config(REPO / "configs" / "minilm-cpu.yaml")
+    assert config.optim.selection(1000) == (True, 2)  # Banking77's full validation split
+    assert config.optim.selection(77) == (False, 0)  # a cold start's: one text per intent
+    facts = checkpoint_choice(config, 77)
+    assert facts["checkpoint"] == "last" and "77 texts" in facts["why_last"]
+    assert checkpoint_choice(config, 1000) == {
+        "checkpoint": "best_on_validation",
+        "early_stopping_patience": 2,
+    }
+    lowered = build_config({}, ["optim.min_validation_for_selection=50", "optim.early_stopping_patience=1"])
+    assert lowered.optim.selection(77) == (True, 1)
+    plain = build_config({}, ["optim.select_best=false"])
+    assert plain.optim.selection(5000) == (False, 0) and "why_last" not in checkpoint_choice(plain, 10)
+
+
 def test_overrides_are_typed_and_nested() -> None:
     config = build_config({}, ["optim.learning_rate=3e-5", "model.method=lora", "lora.r=8", "output_dir=x"])
     assert config.optim.learning_rate == pytest.approx(3e-5)

@@ -199,6 +199,7 @@ def _sft_trainer(
     optim = opt.optimizer
     if optim == "auto":
         optim = "paged_adamw_8bit" if config.model.method == "qlora" and on_gpu else "adamw_torch"
+    select_best, patience = opt.selection(len(data.validation))
     args = SFTConfig(
         output_dir=str(ckpt_dir),
         per_device_train_batch_size=opt.batch_size,
@@ -213,7 +214,7 @@ def _sft_trainer(
         optim=optim,
         bf16=on_gpu and dtype == torch.bfloat16,
         fp16=on_gpu and dtype == torch.float16,
-        load_best_model_at_end=opt.select_best or opt.early_stopping_patience > 0,
+        load_best_model_at_end=select_best,
         metric_for_best_model="macro_f1",
         greater_is_better=True,
         save_total_limit=2,
@@ -232,8 +233,8 @@ def _sft_trainer(
     )
     scorer = LabelScoringEval(tokens, data.validation, list(data.label_map.labels), progress)
     callbacks: list[TrainerCallback] = [scorer]  # before early stopping: it reads eval_macro_f1
-    if opt.early_stopping_patience > 0:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=opt.early_stopping_patience))
+    if patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
     trainer = SFTTrainer(
         model=model,
         args=args,

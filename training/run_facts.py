@@ -45,4 +45,22 @@ def training_facts(config: TrainConfig, data: IntentDataset, output: Any, second
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "torch_threads": torch.get_num_threads(),
         "processes": torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1,
+        **checkpoint_choice(config, len(data.validation)),
+    }
+
+
+def checkpoint_choice(config: TrainConfig, validation_examples: int) -> dict[str, Any]:
+    """Which weights were exported: the best on validation (with early stopping), or the last."""
+    select_best, patience = config.optim.selection(validation_examples)
+    return {
+        "checkpoint": "best_on_validation" if select_best else "last",
+        "early_stopping_patience": patience,
+        **(
+            {
+                "why_last": f"validation has {validation_examples} texts, under "
+                f"optim.min_validation_for_selection={config.optim.min_validation_for_selection}"
+            }
+            if not select_best and (config.optim.select_best or config.optim.early_stopping_patience)
+            else {}
+        ),
     }

@@ -176,6 +176,7 @@ def _trainer(
 ) -> Trainer:
     opt = config.optim
     on_gpu = torch.cuda.is_available()
+    select_best, patience = opt.selection(len(data.validation))
     steps_per_epoch = max(1, len(data.train) // (opt.batch_size * opt.gradient_accumulation))
     strategy: dict[str, Any] = {"eval_strategy": "epoch", "save_strategy": "epoch"}
     if opt.evals_per_epoch > 1 or 0 < opt.max_steps < steps_per_epoch:
@@ -206,7 +207,7 @@ def _trainer(
         optim=optim,
         bf16=on_gpu and built.dtype == torch.bfloat16,
         fp16=on_gpu and built.dtype == torch.float16,
-        load_best_model_at_end=opt.select_best or opt.early_stopping_patience > 0,
+        load_best_model_at_end=select_best,
         metric_for_best_model="macro_f1",
         greater_is_better=True,
         save_total_limit=2,
@@ -222,8 +223,8 @@ def _trainer(
         **strategy,
     )
     callbacks: list[TrainerCallback] = []
-    if opt.early_stopping_patience > 0:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=opt.early_stopping_patience))
+    if patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
     trainer = Trainer(
         model=built.model,
         args=args,
