@@ -54,6 +54,7 @@ from router.devserver import DevServer  # noqa: E402
 TOKEN = "learning-loop-benchmark-admin-token"
 BATCH = 64
 RESULTS = REPO / "benchmarks" / "results" / "learning_loop.json"
+DEFAULT_SEED = 42  # the headline run; other seeds repeat the cold start beside it
 CURVE = REPO / "docs" / "images" / "learning-loop-cold-start.png"
 
 
@@ -604,6 +605,7 @@ def markdown(result: dict[str, Any]) -> str:
                 )
         lines += ["", f"![cold start learning curve](images/{CURVE.name})", ""]
         lines += cold_start_verdicts(cold, result.get("full_data_test_accuracy"))
+    lines += other_seeds(cold or {}, result.get("cold_start_seeds") or {}, result.get("seed", DEFAULT_SEED))
     new = result.get("new_intents")
     if new:
         before = new["before"]
@@ -682,6 +684,38 @@ def cold_start_verdicts(cold: dict[str, Any], full: float | None) -> list[str]:
     return [*out, ""]
 
 
+def other_seeds(headline: dict[str, Any], seeds: dict[str, Any], seed: int) -> list[str]:
+    """Uncertainty minus random per round for every seed run, and their mean."""
+    runs = {str(seed): headline, **seeds} if headline else dict(seeds)
+    if len(runs) < 2:
+        return []
+    lines = [
+        "**Every seed** (another seed: another 10 examples per intent, champion and traffic order; "
+        "served test accuracy, uncertainty / random, and the difference):",
+        "",
+        "| seed | round 0 | round 1 | round 2 | round 3 |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    diffs: dict[int, list[float]] = {}
+    for name, arms in sorted(runs.items(), key=lambda kv: int(kv[0])):
+        unc = arms.get("uncertainty", {}).get("rounds", [])
+        rnd = arms.get("random", {}).get("rounds", [])
+        cells = []
+        for r in range(4):
+            if r < len(unc) and r < len(rnd):
+                d = unc[r]["test_accuracy"] - rnd[r]["test_accuracy"]
+                diffs.setdefault(r, []).append(d)
+                cells.append(
+                    f"{_pct(unc[r]['test_accuracy'])} / {_pct(rnd[r]['test_accuracy'])} ({100 * d:+.2f})"
+                )
+            else:
+                cells.append("-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    mean = [f"{100 * sum(v) / len(v):+.2f} (n = {len(v)})" if (v := diffs.get(r)) else "-" for r in range(4)]
+    lines += ["| mean difference | " + " | ".join(mean) + " |", ""]
+    return lines
+
+
 def _met(ok: bool) -> str:
     return "met" if ok else "missed"
 
@@ -699,7 +733,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="banking77")
     parser.add_argument("--scenarios", default="cold_start,new_intents,gate")
     parser.add_argument("--strategies", default="uncertainty,random")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--seed-per-intent", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--labels-per-round", type=int, default=300)
@@ -742,7 +776,8 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     data = load(args.dataset)
-    work = args.work / data.name
+    # another seed draws another seed set, champion and traffic order: its own work directory
+    work = args.work / (data.name if args.seed == DEFAULT_SEED else f"{data.name}-seed{args.seed}")
     work.mkdir(parents=True, exist_ok=True)
     print(
         f"{data.name}: {len(data.train)} labelled examples, {len(data.test)} test, {len(data.labels)} intents"
@@ -761,7 +796,12 @@ def main() -> None:
         "full_data_test_accuracy": _full_data_accuracy(data.name),
     }
     if "cold_start" in scenarios:
-        result["cold_start"] = {s: cold_start(data, args, work, s) for s in args.strategies.split(",")}
+        arms = {s: cold_start(data, args, work, s) for s in args.strategies.split(",")}
+        # the default seed's rounds are the headline; other seeds repeat the loop beside them
+        if args.seed == DEFAULT_SEED:
+            result["cold_start"] = arms
+        else:
+            result["cold_start_seeds"] = {str(args.seed): arms}
     if "new_intents" in scenarios:
         result["new_intents"] = new_intents(data, args, work)
     if "gate" in scenarios:
@@ -772,6 +812,10 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     merged = {**previous, **result}
+    if "cold_start_seeds" in result:  # one seed's rerun keeps the others'
+        merged["cold_start_seeds"] = {**previous.get("cold_start_seeds", {}), **result["cold_start_seeds"]}
+        for key in ("seed", "recipe"):  # the headline's, not this rerun's
+            merged[key] = previous.get(key, result[key])
     earlier = previous.get("commands", [previous["command"]] if "command" in previous else [])
     merged["commands"] = [*(c for c in earlier if c != result["command"]), result["command"]]
     RESULTS.write_text(json.dumps(merged, indent=2, default=str) + "\n")
