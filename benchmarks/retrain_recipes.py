@@ -345,8 +345,11 @@ def markdown(result: dict[str, Any]) -> str:
         "margin of each predicted intent in turn; `random`: a seeded sample, the control), a fifth held "
         "out. Test accuracy on the official test split (3,080 queries).",
         "",
-        *_table(result["results"]),
-        *_champions_and_runs(result),
+        *(
+            [*_table(result["results"]), *_champions_and_runs(result)]
+            if result["results"]
+            else ["No recipe has been replayed since the checkpoint rule changed (below)."]
+        ),
     ]
     old = result.get("superseded")
     if old:
