@@ -59,6 +59,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.learning_loop import DEFAULT_SEED as SEED  # noqa: E402  (its champion is shared)
 from benchmarks.learning_loop import load, per_intent, train_champion, write_dataset  # noqa: E402
 from benchmarks.markdown import machine_info, replace_section  # noqa: E402
 
@@ -69,7 +70,6 @@ VARIANTS = (
     "bs16_to_end",
 )  # fmt: skip
 SELECTIONS = ("margin", "balanced", "random")
-SEED = 42  # the learning loop's default: its champion is shared
 TO_END = ["optim.early_stopping_patience=0", "optim.select_best=false"]
 RECIPES: dict[str, dict[str, Any]] = {
     "product": {"overrides": [], "weight": 1},
