@@ -182,11 +182,12 @@ def _doc(report: dict[str, Any]) -> str:
             + (
                 "Measured here: the table above, on the tiny random Llama on this CPU; it shows that "
                 "both objectives train (QLoRA, bitsandbytes 4-bit on CPU), export, and serve in vLLM "
-                "end to end, and the per-query cost structure. Not measured (needs Llama-3.2-1B weights "
-                "and a GPU; none was available to this session): accuracy / macro-F1 / ECE of the two "
-                "objectives on Banking77 or CLINC150, training time and GPU memory of SFT vs. the head "
-                "on the real architecture, and vLLM throughput/latency of label scoring at 1B scale. "
-                "The command for that run is at the top of this section."
+                "end to end, and the per-query cost structure. Training speed and GPU memory of SFT "
+                'vs. the head on the Llama-3.2-1B architecture (random weights, an H200): "QLoRA on '
+                'GPU" (`benchmarks/qlora_gpu.py`). Not measured (needs the Llama-3.2-1B weights): '
+                "accuracy / macro-F1 / ECE of the two objectives on Banking77 or CLINC150; (needs vLLM "
+                "on a GPU) throughput/latency of label scoring at 1B scale. The command for the run "
+                "with real weights is at the top of this section."
                 if cfg["base"] == "tiny"
                 else "All numbers above are from the real base model."
             ),

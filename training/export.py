@@ -20,7 +20,7 @@ from transformers import PreTrainedModel
 from serving.model_dir import BASELINE_FILE, FEWSHOT_FILE, Baseline, FewShotExamples
 from training.baselines.examples import texts_by_intent
 from training.data import IntentDataset
-from training.modeling import POOLING_CONFIG_KEY, BuiltModel, classifier_class
+from training.modeling import POOLING_CONFIG_KEY, BuiltModel, classifier_class, process_device
 
 FEWSHOT_PER_INTENT = 50  # enough for any `escalation_shots` the router accepts (at most 50)
 
@@ -59,6 +59,7 @@ def merged_model(built: BuiltModel, trained: nn.Module, method: str) -> PreTrain
             label2id=config.label2id,
             pad_token_id=config.pad_token_id,
             dtype=dtype,
+            device_map={"": process_device()},  # the export is evaluated where it was trained
         )
         merged = PeftModel.from_pretrained(base, tmp).merge_and_unload()
     return merged  # type: ignore[no-any-return]

@@ -42,7 +42,14 @@ from training.export import write_baseline, write_fewshot, write_json, write_rou
 from training.generative_scoring import LabelScorer
 from training.metrics import compute_metrics
 from training.model_card import write_model_card
-from training.modeling import ModelLoadError, compute_dtype, load_tokenizer, lora_targets, resolve_base_model
+from training.modeling import (
+    ModelLoadError,
+    compute_dtype,
+    load_tokenizer,
+    lora_targets,
+    process_device,
+    resolve_base_model,
+)
 from training.run_facts import is_first_process, training_facts
 from training.thresholds import choose_oos_threshold
 
@@ -124,7 +131,7 @@ def build_causal_lm(config: TrainConfig) -> tuple[Any, Any, str, torch.dtype]:
             bnb_4bit_use_double_quant=config.quantization.double_quant,
             bnb_4bit_compute_dtype=dtype,
         )
-        kwargs["device_map"] = {"": 0 if torch.cuda.is_available() else "cpu"}
+        kwargs["device_map"] = {"": process_device()}  # one GPU per process under DDP
     model = AutoModelForCausalLM.from_pretrained(base_path, **kwargs)
     model.config.pad_token_id = tokenizer.pad_token_id
     if cfg.method == "full":
@@ -229,6 +236,7 @@ def _sft_trainer(
         max_length=None,
         packing=False,
         completion_only_loss=True,
+        include_num_input_tokens_seen="non_padding",  # training tokens/s in metrics.json, as the head
         **_eval_strategy(config, len(data.train)),
     )
     scorer = LabelScoringEval(tokens, data.validation, list(data.label_map.labels), progress)
@@ -258,7 +266,10 @@ def merged_causal_lm(trained: Any, base_path: str, method: str, dtype: torch.dty
     load_dtype = torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
     with tempfile.TemporaryDirectory() as tmp:
         trained.save_pretrained(tmp)
-        base = AutoModelForCausalLM.from_pretrained(base_path, dtype=load_dtype)
+        # on the training device: the export is evaluated (label scoring) where it was trained
+        base = AutoModelForCausalLM.from_pretrained(
+            base_path, dtype=load_dtype, device_map={"": process_device()}
+        )
         merged = PeftModel.from_pretrained(base, tmp).merge_and_unload()
     return merged  # type: ignore[no-any-return]
 
