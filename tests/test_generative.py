@@ -114,9 +114,11 @@ def test_normalise_sums_to_one_even_for_impossible_rows() -> None:
     assert np.allclose(probs[1], 1 / 3) and probs[2, 2] == 0.0
 
 
-def test_cached_label_scoring_matches_full_sequences(tiny_llama: Path) -> None:
-    """The scorer's KV-cache shortcut (instruction once, query once, labels batched) computes
-    exactly log P(label tokens + EOS | prompt) of a plain forward pass over each sequence."""
+@pytest.mark.parametrize("token_budget", [1, 2**18], ids=["one-text-per-batch", "all-texts-in-one-batch"])
+def test_cached_label_scoring_matches_full_sequences(tiny_llama: Path, token_budget: int) -> None:
+    """The scorer's KV-cache shortcut (instruction once, queries once, labels batched) computes
+    exactly log P(label tokens + EOS | prompt) of a plain forward pass over each sequence, whether
+    texts of different lengths share a batch (padded, masked) or not."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -127,8 +129,10 @@ def test_cached_label_scoring_matches_full_sequences(tiny_llama: Path) -> None:
     tokenizer = load_tokenizer(str(tiny_llama))
     labels = ("bill_explanation", "bill", "refund_request", "no_signal")  # `bill` prefixes another
     tokens = PromptTokens(IntentPrompt(labels, max_query_tokens=12), tokenizer)
-    texts = ["why is my bill so high", "refund please " * 20, "no signal at home"]
-    cached = LabelScorer(model, tokens).log_scores(texts)
+    texts = ["why is my bill so high", "refund please " * 20, "no signal at home", "bill"]
+    scorer = LabelScorer(model, tokens, token_budget=token_budget)
+    assert len(scorer._batches([tokens.query_ids(t) for t in texts])) == (4 if token_budget == 1 else 1)
+    cached = scorer.log_scores(texts)
     with torch.no_grad():
         for row, text in enumerate(texts):
             prompt = tokens.prompt_ids(text)

@@ -2,8 +2,8 @@
 
 P(label | prompt) is the product of the label's answer tokens' probabilities, EOS included,
 normalised over the labels (`serving.label_scoring`). Computed with the KV cache: the instruction
-(identical for every query) once, then per query its tokens once, then every label's answer
-tokens in one batch on the query's cache repeated once per label.
+(identical for every query) once, then a batch of queries' tokens once, then for each query all
+labels' answer tokens as one block-causal sequence on its cache (`LabelScorer`).
 """
 
 from __future__ import annotations
@@ -22,13 +22,25 @@ from serving.label_scoring import PromptTokens, normalise, read_intent_prompt
 from training.data import DatasetError, Split
 from training.modeling import ModelLoadError, load_tokenizer
 
+# Answer tokens scored in one forward pass (every label's, for each text of a batch): the batch
+# holds as many texts as fit. Logits of 2**13 positions over Llama 3's 128k vocabulary: 2 GiB.
+TOKEN_BUDGET = 2**13
+
 
 class LabelScorer:
-    """Scores texts against every label with a causal LM (training's validation, evaluation)."""
+    """Scores texts against every label with a causal LM (training's validation, evaluation).
 
-    def __init__(self, model: Any, tokens: PromptTokens) -> None:
+    Texts go in batches. Pass 1: their query tokens, right-padded (the padding masked out,
+    positions given explicitly) on the instruction's cache. Pass 2: for each text, all labels'
+    answer tokens in one sequence with a block-causal mask (each label sees the prompt and its
+    own earlier tokens, at the positions it would have after the prompt): the cache is not copied
+    once per label, and every text sees exactly its own prompt.
+    """
+
+    def __init__(self, model: Any, tokens: PromptTokens, *, token_budget: int = TOKEN_BUDGET) -> None:
         self.model = model
         self.tokens = tokens
+        self.token_budget = token_budget
         labels = tokens.label_ids
         width = max(len(ids) for ids in labels)
         self.lengths = torch.tensor([len(ids) for ids in labels])
@@ -36,7 +48,19 @@ class LabelScorer:
         self.answers = torch.tensor(
             [list(ids) + [tokens.eos_token_id] * (width - len(ids)) for ids in labels]
         )
-        self.mask = (torch.arange(width)[None, :] < self.lengths[:, None]).long()
+        n_labels = len(labels)
+        # label c's token j sees label c's tokens 0..j: a block-diagonal causal (C*W, C*W) mask
+        block = torch.arange(n_labels).repeat_interleave(width)
+        step = torch.arange(width).repeat(n_labels)
+        self.within = (block[:, None] == block[None, :]) & (step[None, :] <= step[:, None])
+        self.steps = step
+
+    def _batches(self, tails: list[list[int]]) -> list[list[int]]:
+        """Indices of texts per batch, by length (little padding), each within the token budget."""
+        order = sorted(range(len(tails)), key=lambda i: len(tails[i]))
+        per_text = self.answers.numel()
+        size = max(1, self.token_budget // per_text)
+        return [order[start : start + size] for start in range(0, len(order), size)]
 
     @torch.inference_mode()
     def log_scores(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
@@ -45,31 +69,62 @@ class LabelScorer:
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
+        dtype = next(model.parameters()).dtype
+        dtype = dtype if dtype.is_floating_point else torch.float32
         prefix = torch.tensor([self.tokens.prefix_ids], device=device)
         base = model(input_ids=prefix, use_cache=True).past_key_values
+        seen = prefix.shape[1]
         out = np.zeros((len(texts), len(self.tokens.label_ids)), dtype=np.float64)
-        answers, mask, lengths = self.answers.to(device), self.mask.to(device), self.lengths.to(device)
+        answers, lengths = self.answers.to(device), self.lengths.to(device)
         n_labels, width = answers.shape
-        for row, text in enumerate(tqdm(texts, desc="score", unit="text", disable=not progress, leave=False)):
-            tail = self.tokens.query_ids(text) + self.tokens.answer_ids
+        flat = answers.reshape(-1)  # (C*W,) label c's token j at c*W + j
+        within, steps = self.within.to(device), self.steps.to(device)
+        # position t of a label predicts its token t+1; the last position of each label predicts nothing
+        targets = torch.cat([flat[1:], flat[:1]])
+        scored = (steps < width - 1) & (steps + 1 < lengths.repeat_interleave(width))
+        tails = [self.tokens.query_ids(text) + self.tokens.answer_ids for text in texts]
+        pad = self.tokens.eos_token_id  # any id: padded positions are masked out
+        bar = tqdm(total=len(texts), desc="score", unit="text", disable=not progress, leave=False)
+        for batch in self._batches(tails):
+            size, longest = len(batch), max(len(tails[i]) for i in batch)
+            ids = torch.full((size, longest), pad, dtype=torch.long, device=device)
+            real = torch.zeros(size, longest, dtype=torch.bool, device=device)
+            for row, i in enumerate(batch):
+                ids[row, : len(tails[i])] = torch.tensor(tails[i], device=device)
+                real[row, : len(tails[i])] = True
+            ends = real.sum(dim=1)  # each text's tail length
             cache = copy.deepcopy(base)
-            seen = prefix.shape[1]
+            cache.batch_repeat_interleave(size)
+            attention = torch.cat([torch.ones(size, seen, dtype=torch.bool, device=device), real], dim=1)
             step = model(
-                input_ids=torch.tensor([tail], device=device),
-                attention_mask=torch.ones(1, seen + len(tail), dtype=torch.long, device=device),
+                input_ids=ids,
+                attention_mask=attention.long(),
+                position_ids=seen + torch.arange(longest, device=device)[None, :].expand(size, -1),
                 past_key_values=cache,
                 use_cache=True,
             )
-            first = torch.log_softmax(step.logits[0, -1].float(), dim=-1)[answers[:, 0]]  # (C,)
-            cache = step.past_key_values
-            cache.batch_repeat_interleave(n_labels)
-            total = seen + len(tail)
-            attention = torch.cat([torch.ones(n_labels, total, dtype=torch.long, device=device), mask], dim=1)
-            rest = model(input_ids=answers, attention_mask=attention, past_key_values=cache, use_cache=True)
-            logp = torch.log_softmax(rest.logits[:, :-1].float(), dim=-1)  # position t predicts t+1
-            picked = logp.gather(-1, answers[:, 1:, None])[..., 0]  # (C, width-1)
-            keep = torch.arange(1, width, device=device)[None, :] < lengths[:, None]
-            out[row] = (first + (picked * keep).sum(dim=1)).double().cpu().numpy()
+            last = step.logits[torch.arange(size, device=device), ends - 1].float()  # (B, V)
+            first = torch.log_softmax(last, dim=-1)[:, answers[:, 0]]  # (B, C)
+            # pass 2: (B, 1, C*W, seen + longest + C*W) additive mask, a text's prompt + its block
+            sees = torch.cat(
+                [attention[:, None, :].expand(-1, flat.numel(), -1), within.expand(size, -1, -1)], dim=2
+            )
+            mask = torch.zeros(sees.shape, dtype=dtype, device=device).masked_fill_(
+                ~sees, torch.finfo(dtype).min
+            )
+            rest = model(
+                input_ids=flat.expand(size, -1),
+                attention_mask=mask[:, None],
+                position_ids=seen + ends[:, None] + steps[None, :],
+                past_key_values=step.past_key_values,
+                use_cache=True,
+            )
+            logp = torch.log_softmax(rest.logits.float(), dim=-1)  # (B, C*W, V)
+            picked = logp.gather(-1, targets.expand(size, -1)[..., None])[..., 0] * scored  # (B, C*W)
+            scores = first + picked.view(size, n_labels, width).sum(dim=2)
+            out[batch] = scores.double().cpu().numpy()
+            bar.update(size)
+        bar.close()
         if was_training:
             model.train()
         return out
