@@ -69,8 +69,7 @@ class LabelScorer:
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
-        dtype = next(model.parameters()).dtype
-        dtype = dtype if dtype.is_floating_point else torch.float32
+        dtype = model.get_input_embeddings().weight.dtype  # the hidden states' (4-bit layers aside)
         prefix = torch.tensor([self.tokens.prefix_ids], device=device)
         base = model(input_ids=prefix, use_cache=True).past_key_values
         seen = prefix.shape[1]
