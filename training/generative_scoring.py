@@ -23,7 +23,8 @@ from training.data import DatasetError, Split
 from training.modeling import ModelLoadError, load_tokenizer
 
 # Answer tokens scored in one forward pass (every label's, for each text of a batch): the batch
-# holds as many texts as fit. Logits of 2**13 positions over Llama 3's 128k vocabulary: 2 GiB.
+# holds as many texts as fit. Logits of 2**13 positions over Llama 3's 128k vocabulary: 2 GiB in
+# bf16; their fp32 log-softmax is taken one text at a time (77 labels: ~0.4 GiB).
 TOKEN_BUDGET = 2**13
 
 
@@ -118,8 +119,15 @@ class LabelScorer:
                 past_key_values=step.past_key_values,
                 use_cache=True,
             )
-            logp = torch.log_softmax(rest.logits.float(), dim=-1)  # (B, C*W, V)
-            picked = logp.gather(-1, targets.expand(size, -1)[..., None])[..., 0] * scored  # (B, C*W)
+            picked = (
+                torch.stack(  # (B, C*W): log P(next answer token), position t predicting t+1
+                    [
+                        torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[:, None])[:, 0]
+                        for logits in rest.logits
+                    ]
+                )
+                * scored
+            )
             scores = first + picked.view(size, n_labels, width).sum(dim=2)
             out[batch] = scores.double().cpu().numpy()
             bar.update(size)
