@@ -24,7 +24,7 @@ from training.modeling import ModelLoadError, load_tokenizer
 
 # Answer tokens scored in one forward pass (every label's, for each text of a batch): the batch
 # holds as many texts as fit. Logits of 2**13 positions over Llama 3's 128k vocabulary: 2 GiB in
-# bf16; their fp32 log-softmax is taken one text at a time (77 labels: ~0.4 GiB).
+# bf16; their fp32 log-softmax is taken one text at a time (77 labels of <= 10 tokens: <= 0.4 GiB).
 TOKEN_BUDGET = 2**13
 
 
@@ -44,17 +44,20 @@ class LabelScorer:
         self.token_budget = token_budget
         labels = tokens.label_ids
         width = max(len(ids) for ids in labels)
-        self.lengths = torch.tensor([len(ids) for ids in labels])
+        lengths = torch.tensor([len(ids) for ids in labels])
         # answer tokens, right-padded with EOS (padding sits after the real tokens: never attended)
         self.answers = torch.tensor(
             [list(ids) + [tokens.eos_token_id] * (width - len(ids)) for ids in labels]
         )
-        n_labels = len(labels)
+        # pass 2's sequence: label c's token j at c*W + j
+        block = torch.arange(len(labels)).repeat_interleave(width)
+        self.steps = torch.arange(width).repeat(len(labels))  # j of each position
         # label c's token j sees label c's tokens 0..j: a block-diagonal causal (C*W, C*W) mask
-        block = torch.arange(n_labels).repeat_interleave(width)
-        step = torch.arange(width).repeat(n_labels)
-        self.within = (block[:, None] == block[None, :]) & (step[None, :] <= step[:, None])
-        self.steps = step
+        self.within = (block[:, None] == block[None, :]) & (self.steps[None, :] <= self.steps[:, None])
+        # position j of a label predicts its token j+1, a real token only before the label's end
+        flat = self.answers.reshape(-1)
+        self.targets = torch.cat([flat[1:], flat[:1]])
+        self.scored = self.steps + 1 < lengths.repeat_interleave(width)
 
     def _batches(self, tails: list[list[int]]) -> list[list[int]]:
         """Indices of texts per batch, by length (little padding), each within the token budget."""
@@ -75,13 +78,10 @@ class LabelScorer:
         base = model(input_ids=prefix, use_cache=True).past_key_values
         seen = prefix.shape[1]
         out = np.zeros((len(texts), len(self.tokens.label_ids)), dtype=np.float64)
-        answers, lengths = self.answers.to(device), self.lengths.to(device)
+        answers, within, steps = self.answers.to(device), self.within.to(device), self.steps.to(device)
+        targets, scored = self.targets.to(device), self.scored.to(device)
         n_labels, width = answers.shape
-        flat = answers.reshape(-1)  # (C*W,) label c's token j at c*W + j
-        within, steps = self.within.to(device), self.steps.to(device)
-        # position t of a label predicts its token t+1; the last position of each label predicts nothing
-        targets = torch.cat([flat[1:], flat[:1]])
-        scored = (steps < width - 1) & (steps + 1 < lengths.repeat_interleave(width))
+        flat = answers.reshape(-1)
         tails = [self.tokens.query_ids(text) + self.tokens.answer_ids for text in texts]
         pad = self.tokens.eos_token_id  # any id: padded positions are masked out
         bar = tqdm(total=len(texts), desc="score", unit="text", disable=not progress, leave=False)
