@@ -33,6 +33,13 @@ every variant trains on *the same labelled set*, so the recipes differ only in h
                 12 epochs to the end
   lr_2x         product with the body's learning rate doubled (2e-4)
   bs16_to_end   batch size 16, 8 epochs, to the end (4x the optimiser steps of `product`)
+  product_seed43, product_seed44   product with other training seeds: the spread of a retrain
+  intent_base   product from an intent-tuned base: MiniLM first fine-tuned on CLINC150 without
+                the target's texts (benchmarks/intent_base.py; trained once, ~5 min)
+  intent_base_student_90   student_90 with intent_base as the teacher and the base
+
+`--ensemble a,b,...` also scores the average of those round-`--compare-round` models' probabilities
+on the test split: the ceiling of what distilling several retrains into one model could reach.
 
 `--selection` picks the labels: `margin` (the review queue's `uncertainty` order, default),
 `balanced` (the smallest margin of each predicted intent in turn) or `random` (the control).
@@ -50,6 +57,7 @@ import argparse
 import json
 import os
 import random
+import shlex
 import shutil
 import sys
 import time
@@ -67,7 +75,7 @@ RESULTS = REPO / "benchmarks" / "results" / "retrain_recipes.json"
 VARIANTS = (
     "product", "product_12ep", "product_20ep", "to_end", "to_end_10ep", "weight_2", "fb_val", "continue",
     "to_end_12ep", "pseudo_90", "pseudo_97", "student_90", "student_90_12ep", "student_80_12ep", "lr_2x",
-    "bs16_to_end",
+    "bs16_to_end", "intent_base", "intent_base_student_90", "product_seed43", "product_seed44",
 )  # fmt: skip
 SELECTIONS = ("margin", "balanced", "random")
 TO_END = ["optim.early_stopping_patience=0", "optim.select_best=false"]
@@ -95,6 +103,14 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
     "lr_2x": {"overrides": ["optim.learning_rate=2.0e-4"], "weight": 1},
     "bs16_to_end": {"overrides": [*TO_END, "optim.epochs=8", "optim.batch_size=16"], "weight": 1},
+    # the same recipe and data, other training seeds: the spread of a retrain
+    "product_seed43": {"overrides": ["optim.seed=43"], "weight": 1},
+    "product_seed44": {"overrides": ["optim.seed=44"], "weight": 1},
+    # intermediate training: the base is MiniLM already fine-tuned on another intent dataset
+    "intent_base": {"overrides": [], "weight": 1, "intent_base": True},
+    "intent_base_student_90": {
+        "overrides": [], "weight": 1, "intent_base": True, "pseudo": 0.90, "teacher": "intent_base"
+    },
 }  # fmt: skip
 
 
@@ -161,6 +177,7 @@ def train_variant(
     out: Path,
     seed: int,
     unlabelled: tuple[str, ...] = (),
+    intent_base: Path | None = None,
 ) -> dict[str, Any]:
     """Train one recipe on the seed data + `feedback`; its test accuracy and training seconds."""
     from training.config import load_config
@@ -214,10 +231,12 @@ def train_variant(
             writer.writerow(["text", "label"])
             writer.writerows(zip(base.validation.texts, base.validation.labels, strict=True))
             writer.writerows(extra_val)
-        overrides = [*recipe["overrides"], f"optim.seed={seed}"]
+        overrides = [f"optim.seed={seed}", *recipe["overrides"]]  # a recipe may set its own seed
         config = load_config(REPO / "configs" / "minilm-cpu.yaml", overrides)
         config.data.dataset = str(data_dir)
         config.output_dir = str(out)
+        if recipe.get("intent_base"):
+            config.model.base_model = str(intent_base)
         if recipe.get("continue"):
             config.model.base_model = str(previous)
             config.optim.head_init = "grow"
@@ -257,6 +276,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     seed_dir = write_dataset(shared / "seed-data", seed_rows, data.test, data.routes)
     champion = train_champion(seed_dir, shared / "champion", shared / "train.log", [])
     per_round = -(-len(traffic) // args.rounds)
+    intent_base = None
+    if any(RECIPES[v].get("intent_base") for v in args.variants):
+        from benchmarks.intent_base import build
+
+        intent_base = build(target=args.dataset)
 
     from router.store.queries import normalise_text
 
@@ -296,15 +320,55 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         work / f"round{r}" / name,
                         args.seed,
                         unlabelled=tuple(t for t in seen if normalise_text(t) not in taken),
+                        intent_base=intent_base,
                     ),
                 }
                 state_file.parent.mkdir(parents=True, exist_ok=True)
                 state_file.write_text(json.dumps(state, indent=2))
             print(f"  {key}: {results[key]['test_accuracy']:.2%} in {results[key]['train_seconds']:.0f} s")
         model = work / f"round{r}" / "product"
+    if args.ensemble:
+        missing = [
+            n
+            for n in args.ensemble
+            if not (work / f"round{args.compare_round}" / n / "config.json").is_file()
+        ]
+        if missing:
+            raise SystemExit(f"--ensemble: not trained at round {args.compare_round}: {missing}")
+        key = f"round{args.compare_round}/" + "+".join(args.ensemble)
+        state.setdefault("ensembles", {})[key] = {
+            "round": args.compare_round,
+            **ensemble(work / f"round{args.compare_round}", args.ensemble, args.dataset),
+        }
+        print(f"  ensemble {key}: {state['ensembles'][key]['test_accuracy']:.2%}")
     state["champion_test_accuracy"] = json.loads((champion / "metrics.json").read_text())["test"]["accuracy"]
     state_file.write_text(json.dumps(state, indent=2))
     return state
+
+
+def ensemble(round_dir: Path, names: list[str], dataset: str) -> dict[str, Any]:
+    """Test accuracy of each trained model and of their averaged probabilities."""
+    import numpy as np
+
+    from training.data import load_dataset
+    from training.modeling import load_classifier, model_labels
+    from training.predict import predict_proba
+
+    test = load_dataset(dataset).test
+    assert test is not None
+    probs, labels, members = [], None, {}
+    for name in names:
+        model, tokenizer = load_classifier(round_dir / name)
+        if labels is None:
+            labels = model_labels(model)
+        elif model_labels(model) != labels:
+            raise SystemExit(f"--ensemble: {name} orders its labels differently")
+        probs.append(predict_proba(model, tokenizer, test.texts, progress=False))
+        members[name] = float(np.mean(np.array(labels)[probs[-1].argmax(axis=1)] == np.array(test.labels)))
+    assert labels is not None
+    mean = np.mean(probs, axis=0)
+    accuracy = float(np.mean(np.array(labels)[mean.argmax(axis=1)] == np.array(test.labels)))
+    return {"members": members, "test_accuracy": accuracy}
 
 
 def _table(results: dict[str, Any]) -> list[str]:
@@ -329,6 +393,21 @@ def _table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _ensembles(ensembles: dict[str, Any]) -> list[str]:
+    lines = []
+    for e in ensembles.values():
+        members = ", ".join(f"{name} {100 * acc:.2f}%" for name, acc in e["members"].items())
+        lines.append(
+            f"- seed {e['seed']}, {e['selection']}, round {e['round']}: the average of {len(e['members'])} "
+            f"models' probabilities, **{100 * e['test_accuracy']:.2f}%** ({members})."
+        )
+    return (
+        ["", "Ensembles (the ceiling of distilling several retrains into one model):", "", *lines]
+        if lines
+        else []
+    )
+
+
 def _champions_and_runs(result: dict[str, Any]) -> list[str]:
     champions = ", ".join(f"seed {k}: {100 * v:.2f}%" for k, v in result.get("champions", {}).items() if v)
     lines = ["", f"Champions (round 0, 770 labels): {champions}.", "", "Runs:", ""]
@@ -346,7 +425,11 @@ def markdown(result: dict[str, Any]) -> str:
         "out. Test accuracy on the official test split (3,080 queries).",
         "",
         *(
-            [*_table(result["results"]), *_champions_and_runs(result)]
+            [
+                *_table(result["results"]),
+                *_ensembles(result.get("ensembles", {})),
+                *_champions_and_runs(result),
+            ]
             if result["results"]
             else ["No recipe has been replayed since the checkpoint rule changed (below)."]
         ),
@@ -384,6 +467,7 @@ def main() -> None:
     parser.add_argument("--labels-per-round", type=int, default=300)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--selection", choices=SELECTIONS, default="margin")
+    parser.add_argument("--ensemble", default="", help="variants whose averaged probabilities to score")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "retrain_recipes")
     parser.add_argument(
         "--loop-work", type=Path, default=REPO / "runs" / "learning_loop", help="shares the champion"
@@ -392,7 +476,8 @@ def main() -> None:
     parser.add_argument("--note", default="", help="a remark for the report (e.g. the run was under load)")
     args = parser.parse_args()
     args.variants = args.variants.split(",")
-    unknown = set(args.variants) - set(VARIANTS)
+    args.ensemble = [v for v in args.ensemble.split(",") if v]
+    unknown = (set(args.variants) | set(args.ensemble)) - set(VARIANTS)
     if unknown:
         raise SystemExit(f"--variants: unknown {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
     os.environ.setdefault("SWITCHBOARD_DATA_DIR", str(REPO.parent / "shared" / "datasets"))
@@ -400,7 +485,7 @@ def main() -> None:
     state = run(args)
     machine = machine_info()
     previous = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    command = "python benchmarks/retrain_recipes.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/retrain_recipes.py " + shlex.join(sys.argv[1:])
     result = {
         "dataset": args.dataset,
         "seed_per_intent": args.seed_per_intent,
@@ -410,6 +495,17 @@ def main() -> None:
         ),
         "champions": {**previous.get("champions", {}), str(args.seed): state.get("champion_test_accuracy")},
         "results": merge(previous, state, args.selection, f"{machine['cpu']}, {machine['date']}", args.seed),
+        "ensembles": {
+            **previous.get("ensembles", {}),
+            **{
+                (f"{args.selection}/{k}" if args.seed == SEED else f"{args.selection}/seed{args.seed}/{k}"): {
+                    **v,
+                    "selection": args.selection,
+                    "seed": args.seed,
+                }
+                for k, v in state.get("ensembles", {}).items()
+            },
+        },
         "runs": [  # the training runs (a --report-only run measured nothing)
             *(r for r in previous.get("runs", []) if r["command"] != command),
             *([] if args.report_only else [{"command": command, "note": args.note, "machine": machine}]),
