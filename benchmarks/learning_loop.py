@@ -30,9 +30,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import random
+import shlex
+import shutil
 import subprocess
 import sys
 import threading
@@ -55,6 +58,7 @@ TOKEN = "learning-loop-benchmark-admin-token"
 BATCH = 64
 RESULTS = REPO / "benchmarks" / "results" / "learning_loop.json"
 DEFAULT_SEED = 42  # the headline run; other seeds repeat the cold start beside it
+DEFAULT_RECIPE = ["--feedback-weight", "1"]  # the headline's retrain; another recipe runs beside it
 CURVE = REPO / "docs" / "images" / "learning-loop-cold-start.png"
 
 
@@ -553,18 +557,19 @@ def gate_refusals(data: Data, args: argparse.Namespace, work: Path) -> dict[str,
 # -- report -------------------------------------------------------------------------------------------
 
 
-def plot(cold: dict[str, Any], full: float | None, path: Path) -> None:
+def plot(cold: dict[str, Any], full: float | None, path: Path, recipes: dict[str, Any] | None = None) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7, 4.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    for strategy, result in cold.items():
+    curves = [(strategy, "o-", result) for strategy, result in cold.items()]
+    for recipe, run in (recipes or {}).items():
+        curves += [(f"{strategy}, retrain {recipe}", "s--", r) for strategy, r in run["arms"].items()]
+    for label, style, result in curves:
         rounds = result["rounds"]
-        ax.plot(
-            [r["labels"] for r in rounds], [100 * r["test_accuracy"] for r in rounds], "o-", label=strategy
-        )
+        ax.plot([r["labels"] for r in rounds], [100 * r["test_accuracy"] for r in rounds], style, label=label)
     if full is not None:
         ax.axhline(100 * full, color="grey", ls="--", label=f"all training data ({100 * full:.1f}%)")
     ax.set_xlabel("labelled examples (seed set + reviewed feedback)")
@@ -593,19 +598,13 @@ def markdown(result: dict[str, Any]) -> str:
             f"intent; {result['labels_per_round']} reviewed labels per round; retrain `{recipe}`). "
             f"Full-data model: {_pct(result.get('full_data_test_accuracy'))}.",
             "",
-            "| strategy | round | labels | served test accuracy | promoted | failed at reload | retrain |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
+            *_rounds_table(cold),
         ]
-        for strategy, r in cold.items():
-            for row in r["rounds"]:
-                promoted = "-" if row["promoted"] is None else row["promoted"]
-                lines.append(
-                    f"| {strategy} | {row['round']} | {row['labels']} | {_pct(row['test_accuracy'])} | "
-                    f"{promoted} | {row['failed_requests']} | {row['retrain_seconds'] / 60:.1f} min |"
-                )
         lines += ["", f"![cold start learning curve](images/{CURVE.name})", ""]
         lines += cold_start_verdicts(cold, result.get("full_data_test_accuracy"))
     lines += other_seeds(cold or {}, result.get("cold_start_seeds") or {}, result.get("seed", DEFAULT_SEED))
+    for recipe, run in (result.get("cold_start_recipes") or {}).items():
+        lines += other_recipe(recipe, run, result.get("full_data_test_accuracy"))
     new = result.get("new_intents")
     if new:
         before = new["before"]
@@ -684,6 +683,31 @@ def cold_start_verdicts(cold: dict[str, Any], full: float | None) -> list[str]:
     return [*out, ""]
 
 
+def other_recipe(recipe: str, run: dict[str, Any], full: float | None) -> list[str]:
+    """The cold start again with another retrain recipe: same seed, seed set and champion."""
+    lines = [
+        f"**Cold start with the retrain `{recipe}`** (seed {run['seed']}; the champion above):",
+        "",
+        *_rounds_table(run["arms"]),
+    ]
+    return [*lines, "", *cold_start_verdicts(run["arms"], full)]
+
+
+def _rounds_table(arms: dict[str, Any]) -> list[str]:
+    lines = [
+        "| strategy | round | labels | served test accuracy | promoted | failed at reload | retrain |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for strategy, r in arms.items():
+        for row in r["rounds"]:
+            promoted = "-" if row["promoted"] is None else row["promoted"]
+            lines.append(
+                f"| {strategy} | {row['round']} | {row['labels']} | {_pct(row['test_accuracy'])} | "
+                f"{promoted} | {row['failed_requests']} | {row['retrain_seconds'] / 60:.1f} min |"
+            )
+    return lines
+
+
 def other_seeds(headline: dict[str, Any], seeds: dict[str, Any], seed: int) -> list[str]:
     """Uncertainty minus random per round for every seed run, and their mean."""
     runs = {str(seed): headline, **seeds} if headline else dict(seeds)
@@ -754,8 +778,8 @@ def main() -> None:
     parser.add_argument(
         "--recipe",
         nargs="*",
-        default=["--feedback-weight", "1"],
-        help="cold start: `switchboard retrain` options (default: the product's, auto -> from the base)",
+        default=DEFAULT_RECIPE,
+        help="cold start: `switchboard retrain` options in quotes (default: the product's)",
     )
     parser.add_argument(
         "--new-intent-recipe",
@@ -772,12 +796,25 @@ def main() -> None:
         help="write results and docs from the finished rounds; run nothing",
     )
     args = parser.parse_args()
+    # `--recipe "--feedback-weight 1 --self-train 0.9"`: one quoted string, split like a shell
+    args.recipe = [part for item in args.recipe for part in shlex.split(item)]
+    args.new_intent_recipe = [part for item in args.new_intent_recipe for part in shlex.split(item)]
     os.environ.setdefault("SWITCHBOARD_DATA_DIR", str(REPO.parent / "shared" / "datasets"))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     data = load(args.dataset)
     # another seed draws another seed set, champion and traffic order: its own work directory
     work = args.work / (data.name if args.seed == DEFAULT_SEED else f"{data.name}-seed{args.seed}")
+    recipe = " ".join(args.recipe)
+    if args.recipe != DEFAULT_RECIPE:  # its own loops; the champion is the headline's (same seed)
+        work = work.with_name(f"{work.name}-recipe-{hashlib.sha1(recipe.encode()).hexdigest()[:8]}")
+        shared = args.work / (data.name if args.seed == DEFAULT_SEED else f"{data.name}-seed{args.seed}")
+        if (shared / "cold_start" / "champion" / "metrics.json").is_file() and not (
+            work / "cold_start"
+        ).exists():
+            (work / "cold_start").mkdir(parents=True)
+            for part in ("champion", "seed-data"):
+                shutil.copytree(shared / "cold_start" / part, work / "cold_start" / part)
     work.mkdir(parents=True, exist_ok=True)
     print(
         f"{data.name}: {len(data.train)} labelled examples, {len(data.test)} test, {len(data.labels)} intents"
@@ -798,7 +835,16 @@ def main() -> None:
     if "cold_start" in scenarios:
         arms = {s: cold_start(data, args, work, s) for s in args.strategies.split(",")}
         # the default seed's rounds are the headline; other seeds repeat the loop beside them
-        if args.seed == DEFAULT_SEED:
+        if args.recipe != DEFAULT_RECIPE:
+            result["cold_start_recipes"] = {
+                recipe: {
+                    "seed": args.seed,
+                    "arms": arms,
+                    "machine": machine_info(),
+                    "command": result["command"],
+                }
+            }
+        elif args.seed == DEFAULT_SEED:
             result["cold_start"] = arms
         else:
             result["cold_start_seeds"] = {str(args.seed): arms}
@@ -814,13 +860,24 @@ def main() -> None:
     merged = {**previous, **result}
     if "cold_start_seeds" in result:  # one seed's rerun keeps the others'
         merged["cold_start_seeds"] = {**previous.get("cold_start_seeds", {}), **result["cold_start_seeds"]}
-        for key in ("seed", "recipe"):  # the headline's, not this rerun's
+    if "cold_start_recipes" in result:  # one recipe's run keeps the others'
+        merged["cold_start_recipes"] = {
+            **previous.get("cold_start_recipes", {}),
+            **result["cold_start_recipes"],
+        }
+    if "cold_start_seeds" in result or "cold_start_recipes" in result:
+        for key in ("seed", "recipe", "host", "machine"):  # the headline's, not this rerun's
             merged[key] = previous.get(key, result[key])
     earlier = previous.get("commands", [previous["command"]] if "command" in previous else [])
     merged["commands"] = [*(c for c in earlier if c != result["command"]), result["command"]]
     RESULTS.write_text(json.dumps(merged, indent=2, default=str) + "\n")
     if "cold_start" in merged:
-        plot(merged["cold_start"], merged.get("full_data_test_accuracy"), CURVE)
+        plot(
+            merged["cold_start"],
+            merged.get("full_data_test_accuracy"),
+            CURVE,
+            merged.get("cold_start_recipes"),
+        )
     replace_section(REPO / "docs" / "BENCHMARKS.md", "learning_loop", "Learning loop", markdown(merged))
 
 

@@ -37,6 +37,9 @@ every variant trains on *the same labelled set*, so the recipes differ only in h
   intent_base   product from an intent-tuned base: MiniLM first fine-tuned on CLINC150 without
                 the target's texts (benchmarks/intent_base.py; trained once, ~5 min)
   intent_base_student_90   student_90 with intent_base as the teacher and the base
+  ensemble_student_90   student_90 whose teacher is the average of product, product_seed43 and
+                product_seed44 (train those first)
+  ensemble_student_90_iter   a second generation: ensemble_student_90 teaches a new student
 
 `--ensemble a,b,...` also scores the average of those round-`--compare-round` models' probabilities
 on the test split: the ceiling of what distilling several retrains into one model could reach.
@@ -76,6 +79,7 @@ VARIANTS = (
     "product", "product_12ep", "product_20ep", "to_end", "to_end_10ep", "weight_2", "fb_val", "continue",
     "to_end_12ep", "pseudo_90", "pseudo_97", "student_90", "student_90_12ep", "student_80_12ep", "lr_2x",
     "bs16_to_end", "intent_base", "intent_base_student_90", "product_seed43", "product_seed44",
+    "ensemble_student_90", "ensemble_student_90_iter",
 )  # fmt: skip
 SELECTIONS = ("margin", "balanced", "random")
 TO_END = ["optim.early_stopping_patience=0", "optim.select_best=false"]
@@ -106,6 +110,15 @@ RECIPES: dict[str, dict[str, Any]] = {
     # the same recipe and data, other training seeds: the spread of a retrain
     "product_seed43": {"overrides": ["optim.seed=43"], "weight": 1},
     "product_seed44": {"overrides": ["optim.seed=44"], "weight": 1},
+    # self-training whose teacher is the average of three retrains on the same labels (seeds 42-44)
+    "ensemble_student_90": {
+        "overrides": [], "weight": 1, "pseudo": 0.90,
+        "teacher": ["product", "product_seed43", "product_seed44"],
+    },
+    # a second generation: ensemble_student_90 is the teacher
+    "ensemble_student_90_iter": {
+        "overrides": [], "weight": 1, "pseudo": 0.90, "teacher": "ensemble_student_90"
+    },
     # intermediate training: the base is MiniLM already fine-tuned on another intent dataset
     "intent_base": {"overrides": [], "weight": 1, "intent_base": True},
     "intent_base_student_90": {
@@ -195,7 +208,12 @@ def train_variant(
         if recipe.get("pseudo"):  # the product's self-training, as `switchboard retrain --self-train`
             from training.self_training import pseudo_labels
 
-            teacher = out.parent / recipe["teacher"] if recipe.get("teacher") else previous
+            named = recipe.get("teacher")
+            teacher = (
+                [out.parent / t for t in named]
+                if isinstance(named, list)
+                else (out.parent / named if named else previous)
+            )
             labelled = pseudo_labels(
                 teacher,
                 unlabelled,
@@ -207,7 +225,7 @@ def train_variant(
             (out.parent / f"{out.name}-pseudo.json").write_text(json.dumps(labelled.to_json()))
             print(
                 f"  {name}: {len(pseudo)} of {len(unlabelled)} unlabelled queries pseudo-labelled "
-                f"by {teacher.name}",
+                f"by {'+'.join(t.name for t in teacher) if isinstance(teacher, list) else teacher.name}",
                 flush=True,
             )
         if recipe.get("feedback_validation"):

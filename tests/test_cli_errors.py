@@ -45,6 +45,13 @@ def test_dataset_missing_column(tmp_path: Path) -> None:
     _fails(["train", "--dataset", str(tmp_path)], "text")
 
 
+def test_self_train_teachers_need_a_confidence(tmp_path: Path) -> None:
+    _fails(
+        ["retrain", "--registry", str(tmp_path), "--self-train-teachers", "2"],
+        "--self-train-teachers needs --self-train",
+    )
+
+
 def test_evaluate_missing_model_dir(tmp_path: Path) -> None:
     _fails(
         ["evaluate", str(tmp_path / "missing"), "--dataset", "data/sample"],

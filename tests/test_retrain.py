@@ -24,7 +24,7 @@ from training.feedback_data import FeedbackExample, FeedbackSet, resolve
 from training.gate import PairedComparison, compare
 from training.modeling import load_classifier
 from training.predict import predict_proba
-from training.retrain import Outcome, RetrainOptions, _gate, retrain
+from training.retrain import Outcome, RetrainDecision, RetrainOptions, _gate, retrain
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -322,19 +322,38 @@ def test_self_training_adds_confident_traffic_but_never_test_or_feedback_texts(
     assert (probs.max(axis=1) >= 0.5).all()
     with pytest.raises(ValueError, match="confidence"):
         pseudo_labels(champion.path, traffic, min_confidence=0.0, exclude=[], targets=labels)
+    # several teachers answer with their averaged probabilities (the same model twice: its answers)
+    twice = pseudo_labels(
+        [champion.path, champion.path], traffic, min_confidence=0.5, exclude=test_texts, targets=targets
+    )
+    assert twice.examples == found.examples
 
-    decision = retrain(
-        RetrainOptions(
-            registry=registry.root, min_feedback=5, self_train=0.5, promote=False,
-            overrides=["optim.max_steps=4"], workdir=tmp_path / "work",
-        ),
-        stored_feedback(url),
-        traffic=traffic,
-        progress=False,
-    )  # fmt: skip
+    def self_train(teachers: int, workdir: Path) -> RetrainDecision:
+        options = RetrainOptions(
+            registry=registry.root, min_feedback=5, self_train=0.5, self_train_teachers=teachers,
+            promote=False, overrides=["optim.max_steps=4"], workdir=workdir,
+        )  # fmt: skip
+        return retrain(options, stored_feedback(url), traffic=traffic, progress=False)
+
+    decision = self_train(0, tmp_path / "work")
     used = decision.report["self_training"]
     assert used["offered"] == 50 and used["excluded"] == 10 and used["used"] > 0, used
     trained = [r["text"] for r in read_rows(tmp_path / "work" / "data" / "train.csv")]
     assert len([t for t in trained if t in set(fresh)]) == used["used"]
     assert not set(trained) & set(test_texts)
     assert registry.get("champion").version == champion.version  # promote=False
+
+    # two stages: two teachers trained on the same labels first, their averaged answers label it
+    staged = self_train(2, tmp_path / "staged")
+    used = staged.report["self_training"]
+    assert len(used["teachers"]) == 2 and used["scored"] == 40 and used["used"] > 0, used
+    teachers = [
+        json.loads((tmp_path / "staged" / f"teacher-{i}" / "metrics.json").read_text()) for i in (0, 1)
+    ]
+    student = json.loads((registry.get(staged.version).path / "metrics.json").read_text())
+    # the teachers learnt the labelled data only; the challenger that plus their confident answers
+    assert teachers[0]["training"]["train_examples"] == teachers[1]["training"]["train_examples"]
+    assert student["training"]["train_examples"] == teachers[0]["training"]["train_examples"] + used["used"]
+    trained = [r["text"] for r in read_rows(tmp_path / "staged" / "data" / "train.csv")]
+    assert len([t for t in trained if t in set(fresh)]) == used["used"]
+    assert not set(trained) & set(test_texts)

@@ -52,7 +52,7 @@ class PseudoLabels:
 
 
 def pseudo_labels(
-    model_dir: Path,
+    model_dir: Path | Sequence[Path],
     texts: Sequence[str],
     *,
     min_confidence: float,
@@ -62,7 +62,8 @@ def pseudo_labels(
     progress: bool = False,
 ) -> PseudoLabels:
     """The texts `model_dir` answers with probability >= `min_confidence`, with its answer (renamed
-    by `relabel`), limited to the labels in `targets`; texts in `exclude` are left out."""
+    by `relabel`), limited to the labels in `targets`; texts in `exclude` are left out. Several
+    model directories (trained on the same labels) answer with their averaged probabilities."""
     if not 0.0 < min_confidence <= 1.0:
         raise ValueError(f"the self-training confidence must be in (0, 1], not {min_confidence}")
     out = PseudoLabels([], min_confidence, offered=len(texts))
@@ -79,9 +80,18 @@ def pseudo_labels(
     out.scored = len(candidates)
     if not candidates:
         return out
-    model, tokenizer = load_classifier(model_dir)
-    labels = model_labels(model)
-    probs = predict_proba(model, tokenizer, candidates, progress=progress)
+    teachers = [model_dir] if isinstance(model_dir, str | Path) else list(model_dir)
+    labels: list[str] = []
+    total = None
+    for teacher in teachers:
+        model, tokenizer = load_classifier(teacher)
+        if labels and model_labels(model) != labels:
+            raise ValueError(f"{teacher} orders its labels differently from {teachers[0]}")
+        labels = model_labels(model)
+        scored = predict_proba(model, tokenizer, candidates, progress=progress)
+        total = scored if total is None else total + scored
+    assert total is not None
+    probs = total / len(teachers)
     wanted = set(targets)
     for text, row in zip(candidates, probs, strict=True):
         best = int(row.argmax())

@@ -62,6 +62,16 @@ def retrain(
             show_default=False,
         ),
     ] = None,
+    self_train_teachers: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=8,
+            help="With --self-train: 0 lets the champion label the traffic; K >= 1 first trains K models "
+            "on the new labels (other training seeds) and labels it with their averaged answers "
+            "(K + 1 trainings).",
+        ),
+    ] = 0,
     dry_run: Annotated[bool, typer.Option(help="Register the challenger but never promote.")] = False,
     progress: ProgressOpt = True,
     overrides: Annotated[
@@ -71,6 +81,8 @@ def retrain(
     """Retrain from logged feedback; the challenger replaces the champion only if the gate says so."""
     if not 0.0 < holdout < 1.0:
         fail(f"--holdout must be between 0 and 1, not {holdout}")
+    if self_train_teachers and self_train is None:
+        fail("--self-train-teachers needs --self-train (the confidence its answers must reach)")
     quiet_libraries()
     with user_errors():
         from router.store.queries import feedback_rows, unlabelled_texts
@@ -91,6 +103,7 @@ def retrain(
                 start_from=cast(Literal["auto", "champion", "base"], start_from.value),
                 continue_lr_factor=lr_factor,
                 self_train=self_train,
+                self_train_teachers=self_train_teachers,
                 overrides=list(overrides or []),
                 promote=not dry_run,
             ),
