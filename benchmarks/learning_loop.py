@@ -824,7 +824,7 @@ def main() -> None:
         "dataset": data.name,
         "host": machine_info()["cpu"],
         "machine": machine_info(),
-        "command": "python benchmarks/learning_loop.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/learning_loop.py " + shlex.join(sys.argv[1:]),
         "seed": args.seed,
         "seed_per_intent": args.seed_per_intent,
         "labels_per_round": args.labels_per_round,

@@ -93,7 +93,8 @@ class RetrainOptions:
     # 0: the champion labels the traffic (one training). K >= 1: K models are first trained on the
     # challenger's own labelled data (the recipe, training seeds seed..seed+K-1) and their averaged
     # answers label it; then the challenger trains on both (K + 1 trainings). Banking77's cold
-    # start, round 3: 90.49% without self-training, 91.49% with K = 3 (docs/RETRAINING.md).
+    # start, round 3, offline: 90.49% without, 91.27% with K = 1, 91.49% with K = 3; through the
+    # product with K = 1 the gain did not hold at round 3 (docs/RETRAINING.md).
     self_train_teachers: int = 0
     overrides: list[str] = field(default_factory=list)  # TrainConfig overrides, e.g. optim.epochs=2
     workdir: Path | None = None
@@ -227,6 +228,7 @@ def _retrain(
             # two stages: teachers trained on these labels, then the challenger on their answers too
             teachers = []
             for i in range(opts.self_train_teachers):
+                log.info("self-training: training teacher %d of %d", i + 1, opts.self_train_teachers)
                 teacher = copy.deepcopy(config)
                 teacher.output_dir = str(scratch / f"teacher-{i}")
                 teacher.optim.seed = config.optim.seed + i
