@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,3 +47,21 @@ def predict_proba(
     if out is None:
         raise ValueError("no texts to predict")
     return out
+
+
+def predict_proba_of_models(
+    model_dirs: Sequence[str | Path], texts: Sequence[str], *, progress: bool = False
+) -> tuple[list[str], list[np.ndarray]]:
+    """Each exported classifier's (N, C) probabilities for `texts`, and their shared label order
+    (models that order their labels differently cannot be compared column by column: an error)."""
+    from training.modeling import load_classifier, model_labels
+
+    labels: list[str] = []
+    probs: list[np.ndarray] = []
+    for model_dir in model_dirs:
+        model, tokenizer = load_classifier(model_dir)
+        if labels and model_labels(model) != labels:
+            raise ValueError(f"{model_dir} orders its labels differently from {model_dirs[0]}")
+        labels = model_labels(model)
+        probs.append(predict_proba(model, tokenizer, texts, progress=progress))
+    return labels, probs

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.modeling import load_classifier, model_labels
-from training.predict import predict_proba
+import numpy as np
+
+from training.predict import predict_proba_of_models
 
 
 def text_key(text: str) -> str:
@@ -81,17 +82,8 @@ def pseudo_labels(
     if not candidates:
         return out
     teachers = [model_dir] if isinstance(model_dir, str | Path) else list(model_dir)
-    labels: list[str] = []
-    total = None
-    for teacher in teachers:
-        model, tokenizer = load_classifier(teacher)
-        if labels and model_labels(model) != labels:
-            raise ValueError(f"{teacher} orders its labels differently from {teachers[0]}")
-        labels = model_labels(model)
-        scored = predict_proba(model, tokenizer, candidates, progress=progress)
-        total = scored if total is None else total + scored
-    assert total is not None
-    probs = total / len(teachers)
+    labels, scored = predict_proba_of_models(teachers, candidates, progress=progress)
+    probs = np.mean(scored, axis=0)
     wanted = set(targets)
     for text, row in zip(candidates, probs, strict=True):
         best = int(row.argmax())
