@@ -38,6 +38,9 @@ every variant trains on *the same labelled set*, so the recipes differ only in h
                 the target's texts (benchmarks/intent_base.py; trained once, ~5 min)
   ensemble_student_90   student_90 whose teacher is the average of product, product_seed43 and
                 product_seed44 (train those first)
+  ensemble_student_70, ensemble_student_50   the same teachers, confidence >= 0.70 / 0.50
+  ensemble_distill   the same teachers, every unlabelled query, their averaged probabilities as
+                its soft target (training.soft_targets) instead of one label
   ensemble_student_90_iter   a second generation: ensemble_student_90 teaches a new student
 
 `--ensemble a,b,...` also scores the average of those round-`--compare-round` models' probabilities
@@ -78,7 +81,8 @@ VARIANTS = (
     "product", "product_12ep", "product_20ep", "to_end", "to_end_10ep", "weight_2", "fb_val", "continue",
     "to_end_12ep", "pseudo_90", "pseudo_97", "student_90", "student_90_12ep", "student_80_12ep", "lr_2x",
     "bs16_to_end", "intent_base", "product_seed43", "product_seed44",
-    "ensemble_student_90", "ensemble_student_90_iter",
+    "ensemble_student_90", "ensemble_student_90_iter", "ensemble_student_70", "ensemble_student_50",
+    "ensemble_distill",
 )  # fmt: skip
 SELECTIONS = ("margin", "balanced", "random")
 TO_END = ["optim.early_stopping_patience=0", "optim.select_best=false"]
@@ -112,6 +116,20 @@ RECIPES: dict[str, dict[str, Any]] = {
     # self-training whose teacher is the average of three retrains on the same labels (seeds 42-44)
     "ensemble_student_90": {
         "overrides": [], "weight": 1, "pseudo": 0.90,
+        "teacher": ["product", "product_seed43", "product_seed44"],
+    },
+    # the same teachers, a lower confidence: more of the traffic, more of it wrong
+    "ensemble_student_70": {
+        "overrides": [], "weight": 1, "pseudo": 0.70,
+        "teacher": ["product", "product_seed43", "product_seed44"],
+    },
+    "ensemble_student_50": {
+        "overrides": [], "weight": 1, "pseudo": 0.50,
+        "teacher": ["product", "product_seed43", "product_seed44"],
+    },
+    # distillation: every unlabelled query, the teachers' averaged probabilities as its target
+    "ensemble_distill": {
+        "overrides": [], "weight": 1, "pseudo": 0.0, "distill": True,
         "teacher": ["product", "product_seed43", "product_seed44"],
     },
     # a second generation: ensemble_student_90 is the teacher
@@ -201,7 +219,8 @@ def train_variant(
         extra_val: list[tuple[str, str]] = []
         train_rows = list(feedback)
         pseudo: list[tuple[str, str]] = []
-        if recipe.get("pseudo"):  # the product's self-training, as `switchboard retrain --self-train`
+        soft_targets = None
+        if "pseudo" in recipe:  # the product's self-training, as `switchboard retrain --self-train`
             from training.self_training import pseudo_labels
 
             named = recipe.get("teacher")
@@ -218,6 +237,10 @@ def train_variant(
                 targets=sorted(set(base.train.labels)),
             )
             pseudo = labelled.examples
+            if recipe.get("distill"):
+                from training.soft_targets import write_soft_targets
+
+                soft_targets = write_soft_targets(out.parent / f"{out.name}-soft.jsonl", labelled.soft_rows())
             (out.parent / f"{out.name}-pseudo.json").write_text(json.dumps(labelled.to_json()))
             print(
                 f"  {name}: {len(pseudo)} of {len(unlabelled)} unlabelled queries pseudo-labelled "
@@ -248,6 +271,7 @@ def train_variant(
         overrides = [f"optim.seed={seed}", *recipe["overrides"]]  # a recipe may set its own seed
         config = load_config(REPO / "configs" / "minilm-cpu.yaml", overrides)
         config.data.dataset = str(data_dir)
+        config.data.soft_targets = str(soft_targets) if soft_targets else None
         config.output_dir = str(out)
         if recipe.get("intent_base"):
             config.model.base_model = str(intent_base)

@@ -321,7 +321,11 @@ def test_self_training_adds_confident_traffic_but_never_test_or_feedback_texts(
     probs = predict_proba(model, tok, [t for t, _ in found.examples], progress=False)
     assert (probs.max(axis=1) >= 0.5).all()
     with pytest.raises(ValueError, match="confidence"):
-        pseudo_labels(champion.path, traffic, min_confidence=0.0, exclude=[], targets=labels)
+        pseudo_labels(champion.path, traffic, min_confidence=1.5, exclude=[], targets=labels)
+    # each example carries the whole answer over the targets, for distillation
+    assert len(found.probabilities) == len(found.examples)
+    for (_, label), answer in zip(found.examples, found.probabilities, strict=True):
+        assert max(answer, key=answer.__getitem__) == label and set(answer) <= set(targets)
     # several teachers answer with their averaged probabilities (the same model twice: its answers)
     twice = pseudo_labels(
         [champion.path, champion.path], traffic, min_confidence=0.5, exclude=test_texts, targets=targets

@@ -66,6 +66,9 @@ class DataSettings:
     # the label map in this order (ids 0..n-1), e.g. a retrain that grows a model's head; the data
     # may not use other labels. None: the train split's labels, sorted
     labels: list[str] | None = None
+    # JSON Lines of {"text", "probabilities": {label: p}} for train texts that learn a teacher's
+    # distribution instead of their label (distillation; training.soft_targets). None: labels only
+    soft_targets: str | None = None
 
 
 @dataclass(config=_STRICT)

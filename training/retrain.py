@@ -193,6 +193,7 @@ def _retrain(
         data_dir = scratch / "data"
         feedback_rows = [(ex.text, ex.label) for ex in fb_train] * opts.feedback_weight
         _write_split(data_dir / "train.csv", base.train, feedback_rows + pseudo)
+        config.data.soft_targets = None  # a retrain's training data is its own
         _write_split(data_dir / "validation.csv", base.validation, [])
         _write_split(data_dir / "test.csv", base.test, [])
         _write_intents(data_dir, taxonomy, targets, base.routes)

@@ -35,10 +35,17 @@ def text_key(text: str) -> str:
 class PseudoLabels:
     examples: list[tuple[str, str]]  # (text, the champion's answer)
     min_confidence: float
+    # each example's whole answer, {label: probability} over the wanted labels (>= 1e-4 kept):
+    # the soft targets of distillation (training.soft_targets)
+    probabilities: list[dict[str, float]] = field(default_factory=list)
     offered: int = 0  # unlabelled texts read from the log
     excluded: int = 0  # left out: validation/test/feedback texts
     scored: int = 0
     by_label: Counter[str] = field(default_factory=Counter)
+
+    def soft_rows(self) -> list[tuple[str, dict[str, float]]]:
+        """(text, {label: probability}) of every example: `training.soft_targets`' rows."""
+        return [(text, p) for (text, _), p in zip(self.examples, self.probabilities, strict=True)]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,11 +69,12 @@ def pseudo_labels(
     relabel: dict[str, str] | None = None,
     progress: bool = False,
 ) -> PseudoLabels:
-    """The texts `model_dir` answers with probability >= `min_confidence`, with its answer (renamed
-    by `relabel`), limited to the labels in `targets`; texts in `exclude` are left out. Several
-    model directories (trained on the same labels) answer with their averaged probabilities."""
-    if not 0.0 < min_confidence <= 1.0:
-        raise ValueError(f"the self-training confidence must be in (0, 1], not {min_confidence}")
+    """The texts `model_dir` answers with probability >= `min_confidence` (0: every text), with
+    its answer (renamed by `relabel`) and its whole answer, limited to the labels in `targets`;
+    texts in `exclude` are left out. Several model directories (trained on the same labels) answer
+    with their averaged probabilities."""
+    if not 0.0 <= min_confidence <= 1.0:
+        raise ValueError(f"the self-training confidence must be in [0, 1], not {min_confidence}")
     out = PseudoLabels([], min_confidence, offered=len(texts))
     skip = {text_key(t) for t in exclude}
     seen: set[str] = set()
@@ -85,10 +93,13 @@ def pseudo_labels(
     labels, scored = predict_proba_of_models(teachers, candidates, progress=progress)
     probs = np.mean(scored, axis=0)
     wanted = set(targets)
+    names = [(relabel or {}).get(label, label) for label in labels]
     for text, row in zip(candidates, probs, strict=True):
         best = int(row.argmax())
-        label = (relabel or {}).get(labels[best], labels[best])
-        if row[best] >= min_confidence and label in wanted:
-            out.examples.append((text, label))
-            out.by_label[label] += 1
+        if row[best] >= min_confidence and names[best] in wanted:
+            out.examples.append((text, names[best]))
+            out.by_label[names[best]] += 1
+            out.probabilities.append(
+                {name: float(p) for name, p in zip(names, row, strict=True) if p >= 1e-4 and name in wanted}
+            )
     return out

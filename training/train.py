@@ -43,6 +43,7 @@ from training.metrics import trainer_compute_metrics
 from training.model_card import write_model_card
 from training.modeling import BuiltModel, apply_lora, build_classifier
 from training.run_facts import training_facts
+from training.soft_targets import SOFT_TARGETS_COLUMN, SoftTargetTrainer, read_soft_targets, target_rows
 from training.thresholds import choose_oos_threshold
 
 log = logging.getLogger(__name__)
@@ -161,9 +162,16 @@ def evaluate_export(
 
 
 def _tokenized(
-    split: Split, data: IntentDataset, tokenizer: PreTrainedTokenizerBase, max_length: int
+    split: Split,
+    data: IntentDataset,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    targets: list[list[float]] | None = None,
 ) -> Dataset:
-    ds = Dataset.from_dict({"text": split.texts, "labels": data.label_map.encode(split.labels)})
+    columns: dict[str, Any] = {"text": split.texts, "labels": data.label_map.encode(split.labels)}
+    if targets is not None:
+        columns[SOFT_TARGETS_COLUMN] = targets
+    ds = Dataset.from_dict(columns)
     return ds.map(
         lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
         batched=True,
@@ -189,6 +197,17 @@ def _trainer(
             "eval_steps": every,
             "save_steps": every,
         }
+    targets = None
+    if config.data.soft_targets is not None:  # distillation: a target distribution for every row
+        soft = read_soft_targets(config.data.soft_targets, data.label_map, data.train.texts)
+        log.info("soft targets for %d of %d train texts", len(soft), len(data.train))
+        targets = target_rows(
+            data.train.texts,
+            data.label_map.encode(data.train.labels),
+            soft,
+            len(data.label_map),
+            opt.label_smoothing,
+        )
     optim = opt.optimizer
     if optim == "auto":
         optim = "paged_adamw_8bit" if config.model.method == "qlora" and on_gpu else "adamw_torch"
@@ -220,15 +239,16 @@ def _trainer(
         disable_tqdm=not progress,
         dataloader_num_workers=0,
         use_cpu=not on_gpu,
+        remove_unused_columns=targets is None,  # with soft targets, compute_loss reads that column
         **strategy,
     )
     callbacks: list[TrainerCallback] = []
     if patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
-    trainer = Trainer(
+    trainer = (SoftTargetTrainer if targets is not None else Trainer)(
         model=built.model,
         args=args,
-        train_dataset=_tokenized(data.train, data, built.tokenizer, config.model.max_length),
+        train_dataset=_tokenized(data.train, data, built.tokenizer, config.model.max_length, targets),
         eval_dataset=_tokenized(data.validation, data, built.tokenizer, config.model.max_length),
         data_collator=DataCollatorWithPadding(built.tokenizer),
         compute_metrics=trainer_compute_metrics,
