@@ -33,6 +33,7 @@ def test_round_trip_renormalises_and_orders_by_label_map(tmp_path: Path) -> None
         ('{"text": "first text", "probabilities": {"z": 1}}', "line 2: unknown label 'z'"),
         ('{"text": "not in train", "probabilities": {"a": 1}}', "line 2: the text is not in the train split"),
         ('{"text": "first text", "probabilities": {"a": -0.1, "b": 1}}', "line 2: the probability of 'a'"),
+        ('{"text": "first text", "probabilities": {"a": true}}', "line 2: the probability of 'a'"),
         ('{"text": "first text", "probabilities": {"a": 0}}', "line 2: every probability is 0"),
         ('{"text": "first text"}', "line 2: expected"),
         ("not json", "line 2: expected"),
