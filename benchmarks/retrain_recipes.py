@@ -38,7 +38,7 @@ every variant trains on *the same labelled set*, so the recipes differ only in h
                 the target's texts (benchmarks/intent_base.py; trained once, ~5 min)
   ensemble_student_90   student_90 whose teacher is the average of product, product_seed43 and
                 product_seed44 (train those first)
-  ensemble_student_70, ensemble_student_50   the same teachers, confidence >= 0.70 / 0.50
+  ensemble_student_70   the same teachers, confidence >= 0.70
   ensemble_distill   the same teachers, every unlabelled query, their averaged probabilities as
                 its soft target (training.soft_targets) instead of one label
   ensemble_student_90_iter   a second generation: ensemble_student_90 teaches a new student
@@ -81,7 +81,7 @@ VARIANTS = (
     "product", "product_12ep", "product_20ep", "to_end", "to_end_10ep", "weight_2", "fb_val", "continue",
     "to_end_12ep", "pseudo_90", "pseudo_97", "student_90", "student_90_12ep", "student_80_12ep", "lr_2x",
     "bs16_to_end", "intent_base", "product_seed43", "product_seed44",
-    "ensemble_student_90", "ensemble_student_90_iter", "ensemble_student_70", "ensemble_student_50",
+    "ensemble_student_90", "ensemble_student_90_iter", "ensemble_student_70",
     "ensemble_distill",
 )  # fmt: skip
 SELECTIONS = ("margin", "balanced", "random")
@@ -121,10 +121,6 @@ RECIPES: dict[str, dict[str, Any]] = {
     # the same teachers, a lower confidence: more of the traffic, more of it wrong
     "ensemble_student_70": {
         "overrides": [], "weight": 1, "pseudo": 0.70,
-        "teacher": ["product", "product_seed43", "product_seed44"],
-    },
-    "ensemble_student_50": {
-        "overrides": [], "weight": 1, "pseudo": 0.50,
         "teacher": ["product", "product_seed43", "product_seed44"],
     },
     # distillation: every unlabelled query, the teachers' averaged probabilities as its target
