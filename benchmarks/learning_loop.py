@@ -561,7 +561,7 @@ def plot(cold: dict[str, Any], full: float | None, path: Path, recipes: dict[str
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4.5))
+    fig = Figure(figsize=(11, 4.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     curves = [(strategy, "o-", result) for strategy, result in cold.items()]
@@ -576,7 +576,7 @@ def plot(cold: dict[str, Any], full: float | None, path: Path, recipes: dict[str
     ax.set_ylabel("served model: test accuracy (%)")
     ax.set_title("Cold start: accuracy of the served model after each retrain")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")  # beside, not over, the curves
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
