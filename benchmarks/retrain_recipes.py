@@ -86,6 +86,7 @@ VARIANTS = (
 )  # fmt: skip
 SELECTIONS = ("margin", "balanced", "random")
 TO_END = ["optim.early_stopping_patience=0", "optim.select_best=false"]
+THREE_SEEDS = ["product", "product_seed43", "product_seed44"]  # the ensembles' teachers
 RECIPES: dict[str, dict[str, Any]] = {
     "product": {"overrides": [], "weight": 1},
     "product_12ep": {"overrides": ["optim.epochs=12"], "weight": 1},
@@ -116,17 +117,17 @@ RECIPES: dict[str, dict[str, Any]] = {
     # self-training whose teacher is the average of three retrains on the same labels (seeds 42-44)
     "ensemble_student_90": {
         "overrides": [], "weight": 1, "pseudo": 0.90,
-        "teacher": ["product", "product_seed43", "product_seed44"],
+        "teacher": THREE_SEEDS,
     },
     # the same teachers, a lower confidence: more of the traffic, more of it wrong
     "ensemble_student_70": {
         "overrides": [], "weight": 1, "pseudo": 0.70,
-        "teacher": ["product", "product_seed43", "product_seed44"],
+        "teacher": THREE_SEEDS,
     },
     # distillation: every unlabelled query, the teachers' averaged probabilities as its target
     "ensemble_distill": {
         "overrides": [], "weight": 1, "pseudo": 0.0, "distill": True,
-        "teacher": ["product", "product_seed43", "product_seed44"],
+        "teacher": THREE_SEEDS,
     },
     # a second generation: ensemble_student_90 is the teacher
     "ensemble_student_90_iter": {
