@@ -34,10 +34,13 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache --no-logo
 
-# the shipped Prometheus config and rules, and the promtool unit tests of every alert
+# the shipped Prometheus config and rules, the Kubernetes PrometheusRule's spec (one rule file
+# to Prometheus: a group named twice is refused), and the promtool unit tests of every alert
 monitoring-check:
 	promtool check config deploy/prometheus/prometheus.yml
 	promtool check rules deploy/prometheus/rules/*.yaml
+	$(BIN)/python deploy/kubernetes/build_prometheusrule.py --spec $(or $(TMPDIR),/tmp)/switchboard-prometheusrule-spec.yaml
+	promtool check rules $(or $(TMPDIR),/tmp)/switchboard-prometheusrule-spec.yaml
 	promtool test rules deploy/prometheus/tests/*.yaml
 
 demo: install

@@ -257,6 +257,23 @@ def test_prometheusrule_carries_exactly_the_shipped_rules() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_prometheusrule_spec_loads_in_prometheus(tmp_path: Path) -> None:
+    """The Operator hands the resource's spec to Prometheus as one rule file: promtool must accept
+    it (a group name repeated across the recording and alert files made it refuse the lot), and the
+    builder refuses such a repeat before writing."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (apt-get install prometheus)")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(one("PrometheusRule", "switchboard")["spec"], sort_keys=False))
+    ok = subprocess.run([promtool, "check", "rules", str(spec)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    groups = one("PrometheusRule", "switchboard")["spec"]["groups"]
+    spec.write_text(yaml.safe_dump({"groups": [*groups, groups[0]]}, sort_keys=False))
+    bad = subprocess.run([promtool, "check", "rules", str(spec)], capture_output=True, text=True)
+    assert bad.returncode != 0 and "repeated" in (bad.stdout + bad.stderr)
+
+
 def test_the_alerts_job_is_the_scraped_services_name() -> None:
     """The Prometheus Operator labels the routers' series job=<Service name>; the alerts select it."""
     alerts = (DEPLOY / "prometheus" / "rules" / "switchboard-alerts.yaml").read_text()

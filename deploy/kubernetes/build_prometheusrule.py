@@ -2,6 +2,7 @@
 
     python deploy/kubernetes/build_prometheusrule.py          # rewrite the YAML
     python deploy/kubernetes/build_prometheusrule.py --check  # exit 1 if it is out of date
+    python deploy/kubernetes/build_prometheusrule.py --spec F # its spec as a rule file (promtool)
 
 The rules are deploy/prometheus/rules/*.yaml (recording first, then alerts), group for group and
 rule for rule; tests/test_deploy_kubernetes.py checks the file is this script's output and that
@@ -42,11 +43,21 @@ _Dumper.add_representer(str, _str)
 
 
 def rule_groups() -> list[dict[str, Any]]:
-    """Every group of the shipped rule files, in file order."""
+    """Every group of the shipped rule files, in file order. One PrometheusRule is one rule file
+    to Prometheus, which refuses a file that names a group twice: so do we."""
     groups: list[dict[str, Any]] = []
     for name in RULE_FILES:
         groups.extend(yaml.safe_load((RULES / name).read_text())["groups"])
+    names = [g["name"] for g in groups]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise SystemExit(f"rule groups named more than once across {', '.join(RULE_FILES)}: {', '.join(repeated)}")
     return groups
+
+
+def write_spec(path: Path) -> None:
+    """The resource's `spec` as a plain rule file, for `promtool check rules` (make monitoring-check)."""
+    path.write_text(yaml.safe_dump(prometheus_rule()["spec"], sort_keys=False))
 
 
 def prometheus_rule() -> dict[str, Any]:
@@ -67,6 +78,9 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
+    if "--spec" in argv:  # --spec FILE: write the spec as a rule file
+        write_spec(Path(argv[argv.index("--spec") + 1]))
+        return 0
     text = render()
     if "--check" in argv:
         if not OUT.is_file() or OUT.read_text() != text:
