@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import insert
-from support import WEAK, build_weak_champion, read_rows
+from support import WEAK, build_weak_champion, read_rows, store_feedback
 
-from router.store.db import create_db_engine, migrate
-from router.store.models import feedback, requests
+from router.store.db import create_db_engine
+from router.store.models import requests
 from router.store.queries import feedback_rows
 from serving.registry import Registry
 from training.feedback_data import FeedbackExample, FeedbackSet, resolve
@@ -34,43 +34,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("retrain")
     registry, unseen = build_weak_champion(root)
     return {"root": root, "registry": registry, "unseen": unseen}
-
-
-def store_feedback(url: str, items: list[tuple[str, str, str]]) -> None:
-    """Log requests and their feedback, as the router does (text, predicted, corrected)."""
-    engine = create_db_engine(url)
-    migrate(engine)
-    now = datetime.now(UTC)
-    with engine.begin() as conn:
-        for i, (text, predicted, correct) in enumerate(items):
-            rid = str(uuid.uuid4())
-            at = now + timedelta(milliseconds=i)
-            conn.execute(
-                insert(requests).values(
-                    id=rid,
-                    created_at=at,
-                    text=text,
-                    intent=predicted,
-                    confidence=0.5,
-                    route="x",
-                    fallback=False,
-                    model_version="v0001",
-                    latency_ms=1.0,
-                )
-            )
-            conn.execute(
-                insert(feedback).values(
-                    id=str(uuid.uuid4()),
-                    idempotency_key=rid,
-                    payload_hash="h",
-                    request_id=rid,
-                    correct_intent=correct,
-                    predicted_intent=predicted,
-                    agree=predicted == correct,
-                    created_at=at,
-                )
-            )
-    engine.dispose()
 
 
 def _predict(model_dir: Path, texts: list[str]) -> list[str]:

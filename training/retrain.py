@@ -3,8 +3,9 @@
 1. the champion and its recipe (config.yaml) from the registry;
 2. feedback, read from the store by the caller (the CLI) and resolved (latest label per
    request; conflicts reported and left out); a slice held out for the gate;
-3. training data = the line's original labelled data (`lineage.json`) + the rest of the
-   feedback to date, oversampled; validation and test stay the original's, so the numbers compare;
+3. training data = the line's original labelled data (its snapshot in the registry that
+   `lineage.json` names: `serving.lineage`) + the rest of the feedback to date, oversampled;
+   validation and test stay the original's, so the numbers compare;
 4. the challenger is trained in a scratch directory (from the champion's weights by default);
 5. gate: both models on the fixed test set and on the held-out feedback: promote only if the
    challenger is not worse on test by more than `test_margin` and better on the feedback slice;
@@ -33,9 +34,10 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, Literal
 
+from serving.lineage import write_lineage
 from serving.registry import Registry
 from serving.taxonomy import PENDING_MIN_EXAMPLES, Taxonomy
-from training.config import TrainConfig, load_config, parse_overrides
+from training.config import load_config, parse_overrides
 from training.data import DatasetError, IntentDataset, Split, load_dataset
 from training.feedback_data import FeedbackExample, FeedbackSet
 from training.formatting import pct
@@ -49,6 +51,7 @@ from training.gate import (
     significantly_better,
     significantly_worse_than,
 )
+from training.line_snapshot import ensure_lineage, resolved_line
 from training.modeling import load_classifier, model_labels
 from training.predict import predict_proba
 from training.self_training import pseudo_labels
@@ -56,7 +59,6 @@ from training.train import train
 
 log = logging.getLogger(__name__)
 
-LINEAGE_FILE = "lineage.json"  # in every retrained model dir: see `_lineage`
 TRAINED_FEEDBACK_FILE = "trained_feedback.json"  # keys of every feedback text the line trained on
 
 
@@ -129,10 +131,11 @@ def _retrain(
     # 1. Champion and its recipe.
     champion = registry.get("champion")
     config = load_config(champion.path / "config.yaml", opts.overrides)
-    lineage = _lineage(champion.path, config)
-    base = load_dataset(
-        lineage["dataset"], validation_fraction=lineage["validation_fraction"], seed=lineage["seed"]
-    )
+    # the line's original data and base, from the registry alone (serving.lineage): an older
+    # registry is migrated here, or the retrain stops before training naming what is missing
+    lineage = ensure_lineage(registry.root, champion.path)
+    line_data, line_base = resolved_line(registry.root, lineage)
+    base = load_dataset(line_data)
     # the champion's intents and the changes since (serving.taxonomy): the challenger's labels are
     # the kept ones (renamed, retired left out) + the pending ones with enough feedback
     taxonomy = registry.taxonomy()
@@ -201,7 +204,7 @@ def _retrain(
         # 4. Challenger.
         config.data.dataset = str(data_dir)
         config.output_dir = str(scratch / "challenger")
-        config.model.base_model = lineage["base_model"]
+        config.model.base_model = line_base
         config.data.labels = targets  # kept labels in the champion's order, then the new ones
         config.model.label_renames = {}
         if config.optim.head_init == "grow":  # a retrained champion's recipe; from the base: fresh
@@ -246,7 +249,7 @@ def _retrain(
             }
             _write_split(data_dir / "train.csv", base.train, feedback_rows + found.examples)
         result = train(config, progress=progress)
-        (result.output_dir / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2) + "\n")
+        write_lineage(result.output_dir, lineage)
         trained = sorted(trained_before | {_text_key(ex.text) for ex in fb_train})
         (result.output_dir / TRAINED_FEEDBACK_FILE).write_text(json.dumps(trained) + "\n")
 
@@ -303,22 +306,6 @@ def _retrain(
     finally:
         if opts.workdir is None:
             shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _lineage(champion_dir: Path, config: TrainConfig) -> dict[str, Any]:
-    """Where the champion's line of models started: the originally labelled dataset (with the
-    split settings that carve its validation set) and the original base model. Every retrain
-    trains on that dataset plus all feedback to date, so feedback is never counted twice and a
-    retrain from the base starts from the real base, however many generations ago it was."""
-    path = champion_dir / LINEAGE_FILE
-    if path.is_file():
-        return dict(json.loads(path.read_text()))
-    return {
-        "dataset": config.data.dataset,
-        "validation_fraction": config.data.validation_fraction,
-        "seed": config.data.seed,
-        "base_model": config.model.base_model,
-    }
 
 
 def _plan_intents(

@@ -51,7 +51,8 @@ def rule_groups() -> list[dict[str, Any]]:
     names = [g["name"] for g in groups]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise SystemExit(f"rule groups named more than once across {', '.join(RULE_FILES)}: {', '.join(repeated)}")
+        files = ", ".join(RULE_FILES)
+        raise SystemExit(f"rule groups named more than once across {files}: {', '.join(repeated)}")
     return groups
 
 

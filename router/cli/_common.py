@@ -35,6 +35,7 @@ _USER_ERRORS = (
     ("training.data.types", "DatasetError"),
     ("training.modeling", "ModelLoadError"),
     ("serving.registry", "RegistryError"),
+    ("serving.lineage", "LineageError"),
     ("serving.taxonomy", "TaxonomyError"),
     ("serving.model_dir", "ModelDirError"),
     ("serving.llm.pricing", "PriceError"),

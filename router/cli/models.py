@@ -1,4 +1,4 @@
-"""`switchboard models list|show|register|promote|rollback|examples`: model dirs from the shell."""
+"""`switchboard models list|show|register|migrate|promote|rollback|examples`: model dirs from the shell."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from router.cli._common import (
     console,
     err_console,
     fail,
+    is_user_error,
     quiet_libraries,
     require_dir,
     user_errors,
@@ -87,11 +88,48 @@ def register(
     alias: Annotated[Alias | None, typer.Option(case_sensitive=False, show_default=False)] = None,
     registry: RegistryOpt = DEFAULT_REGISTRY,
 ) -> None:
-    """Copy an exported model in as the next version."""
+    """Copy an exported model in as the next version, with its line's data and base model (so a
+    retrain needs nothing outside the registry)."""
     with user_errors():
         v = _registry(registry).register(model_dir, alias=None if alias is None else alias.value)
     as_alias = f" as {alias.value}" if alias is not None else ""
     console.print(f"registered [bold]{v.version}[/] at {v.path}{as_alias}")
+    quiet_libraries()
+    from training.line_snapshot import ensure_lineage
+
+    try:
+        lineage = ensure_lineage(registry, v.path)
+    except Exception as err:  # registered all the same: a retrain of this line needs `migrate`
+        if not is_user_error(err):
+            raise
+        err_console.print(f"[yellow]warning:[/] {err}", highlight=False, soft_wrap=True)
+        return
+    console.print(
+        f"its line's data and base model are in the registry ({lineage['dataset']})", highlight=False
+    )
+
+
+@app.command()
+def migrate(
+    ref: Annotated[str, typer.Argument(help="v0003, 3, champion or challenger")] = "champion",
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="The data the line was first trained on, where its recorded place is gone."),
+    ] = None,
+    base_model: Annotated[
+        str | None, typer.Option(help="The line's base model directory, where it is not on this machine.")
+    ] = None,
+    registry: RegistryOpt = DEFAULT_REGISTRY,
+) -> None:
+    """Store a version's line (original data, base model) in the registry, so that a retrain needs
+    only the registry and the database; `switchboard retrain` does this on first use too."""
+    quiet_libraries()
+    with user_errors():
+        from training.line_snapshot import ensure_lineage
+
+        v = _registry(registry).get(ref)
+        lineage = ensure_lineage(registry, v.path, dataset=dataset, base_model=base_model)
+    print(json.dumps({"version": v.version, **lineage}, indent=2))
 
 
 @app.command()

@@ -8,6 +8,7 @@ FastAPI app, in `support.fakes`.
 - `support.fakes`: `FakeEngine`, `serving` (the app in-process on it), `Scrape` (/metrics).
 """
 
+from support.feedback import store_feedback
 from support.models import (
     API_KEY,
     CHAT_TEMPLATE,
@@ -39,6 +40,7 @@ __all__ = [
     "read_rows",
     "sample_texts",
     "served_requests",
+    "store_feedback",
     "vllm_serve_command",
     "vllm_server",
 ]
