@@ -29,6 +29,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy import Engine as DbEngine
 
+from router import live_accuracy
 from router.errors import install_error_handlers
 from router.middleware import TrafficMiddleware
 from router.openapi import install_openapi
@@ -64,6 +65,11 @@ def build_app(settings: Settings, *, engine_factory: EngineFactory | None = None
         runtime.log.start()
         loader = asyncio.create_task(runtime.load_model(), name="load-model")
         lag_watch = asyncio.create_task(runtime.metrics.watch_loop_lag(), name="loop-lag")
+        accuracy_watch = (  # the audit sample's estimate, from the database (router.live_accuracy)
+            asyncio.create_task(live_accuracy.watch(runtime), name="live-accuracy")
+            if settings.live_accuracy_refresh_s
+            else None
+        )
         champion_watch = (  # registry_poll_s: follow the registry's champion (router.registry_watch)
             asyncio.create_task(ChampionWatch(runtime).run(), name="champion-watch")
             if settings.registry_dir is not None and settings.registry_poll_s
@@ -76,9 +82,11 @@ def build_app(settings: Settings, *, engine_factory: EngineFactory | None = None
                 champion_watch.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await champion_watch
-            lag_watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await lag_watch
+            for task in (lag_watch, accuracy_watch):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if not loader.done():
                 loader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -37,7 +37,7 @@ METRIC_PREFIXES = (
     "switchboard_routed_queries_total",
     "switchboard_fallbacks_total",
     "switchboard_feedback_total",
-    "switchboard_live_accuracy ",
+    "switchboard_reviewed_agreement ",
     "switchboard_model_info",
     'switchboard_request_duration_seconds_count{endpoint="/v1/route"}',
     'switchboard_request_duration_seconds_sum{endpoint="/v1/route"}',

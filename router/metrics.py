@@ -29,6 +29,7 @@ from prometheus_client import (
 
 from router.escalation import OUTCOMES, Escalation
 from router.policy import FALLBACK_REASONS
+from router.store.audit import AccuracyEstimate
 
 # 0.1 ms .. 10 s: sub-millisecond router overhead up to a stuck engine at the timeout.
 LATENCY_BUCKETS = (
@@ -105,14 +106,40 @@ class RouterMetrics:
             ["verdict"],
             registry=r,
         )
+        self.reviewed_agreement = Gauge(
+            "switchboard_reviewed_agreement",
+            "Share of this replica's newest feedback (any queue, so biased to hard texts) that agrees "
+            "with the prediction (NaN before any). Live accuracy is switchboard_live_accuracy.",
+            registry=r,
+        )
+        self.reviewed_agreement_samples = Gauge(
+            "switchboard_reviewed_agreement_samples",
+            "Feedback rows in the reviewed-agreement window.",
+            registry=r,
+        )
         self.live_accuracy = Gauge(
             "switchboard_live_accuracy",
-            "Share of agreeing feedback over the most recent feedback window (NaN before any).",
+            "Accuracy on the labelled audit sample (a random share of requests), per model version, "
+            "from the database (the same on every replica).",
+            ["model_version"],
+            registry=r,
+        )
+        self.live_accuracy_low = Gauge(
+            "switchboard_live_accuracy_low",
+            "Lower end of live accuracy's 90% Wilson interval.",
+            ["model_version"],
+            registry=r,
+        )
+        self.live_accuracy_high = Gauge(
+            "switchboard_live_accuracy_high",
+            "Upper end of live accuracy's 90% Wilson interval.",
+            ["model_version"],
             registry=r,
         )
         self.live_accuracy_samples = Gauge(
             "switchboard_live_accuracy_samples",
-            "Feedback rows in the live accuracy window.",
+            "Labelled audit items behind live accuracy, per model version.",
+            ["model_version"],
             registry=r,
         )
         self.model_info = Gauge(
@@ -218,8 +245,9 @@ class RouterMetrics:
             self.reloads.labels(outcome)
         self._window: deque[bool] = deque(maxlen=accuracy_window)
         self._agreeing = 0
-        self.live_accuracy.set(float("nan"))
-        self.live_accuracy_samples.set(0)
+        self.reviewed_agreement.set(float("nan"))
+        self.reviewed_agreement_samples.set(0)
+        self._live_versions: set[str] = set()
         self._request_children: dict[tuple[str, int], Counter] = {}
         self._latency_children = {e: self.request_latency.labels(e) for e in (*ENDPOINTS, OTHER)}
         self._routed_children: dict[str, Counter] = {}
@@ -277,8 +305,28 @@ class RouterMetrics:
             self._agreeing -= 1
         self._window.append(agree)
         self._agreeing += agree
-        self.live_accuracy.set(self._agreeing / len(self._window))
-        self.live_accuracy_samples.set(len(self._window))
+        self.reviewed_agreement.set(self._agreeing / len(self._window))
+        self.reviewed_agreement_samples.set(len(self._window))
+
+    def set_live_accuracy(self, estimates: Iterable[AccuracyEstimate]) -> None:
+        """The audit estimates of the versions served now (at most champion, shadow and canary)."""
+        gauges = (
+            self.live_accuracy,
+            self.live_accuracy_low,
+            self.live_accuracy_high,
+            self.live_accuracy_samples,
+        )
+        now: set[str] = set()
+        for e in estimates:
+            now.add(e.model_version)
+            self.live_accuracy.labels(e.model_version).set(e.accuracy)
+            self.live_accuracy_low.labels(e.model_version).set(e.low)
+            self.live_accuracy_high.labels(e.model_version).set(e.high)
+            self.live_accuracy_samples.labels(e.model_version).set(e.n)
+        for version in self._live_versions - now:  # a version no longer served: its series go
+            for gauge in gauges:
+                gauge.remove(version)
+        self._live_versions = now
 
     def observe_spill(self, rows: int, reason: str) -> None:
         self.log_spilled.labels(reason).inc(rows)

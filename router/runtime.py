@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import random
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -316,6 +317,7 @@ class Runtime:
         now = time()
         results = []
         escalated_to = model.escalator.model if model.escalator is not None else None
+        audit_rate = self.settings.audit_rate
         for decision, text, escalation in zip(
             decisions, texts, escalations or [None] * len(decisions), strict=True
         ):
@@ -330,6 +332,7 @@ class Runtime:
                         decision.confidence, decision.route, decision.fallback, decision.reason,
                         version, latency_ms, meta, outcome, escalated_to if outcome else None,
                         decision.runner_up, _logged(decision.alternatives),
+                        random.random() < audit_rate,  # the audit sample: decided per request
                     )
                 )  # fmt: skip
             results.append(

@@ -172,7 +172,22 @@ class Settings(BaseSettings):
         1.0, ge=0, description="fsync the spool at most this often (0: every write batch)."
     )
     database_connect_timeout_s: int = Field(5, ge=1, description="PostgreSQL connect_timeout (seconds).")
-    accuracy_window: int = Field(500, ge=1, description="Feedback rows in live accuracy.")
+    accuracy_window: int = Field(
+        500,
+        ge=1,
+        description="Labelled audit items per version in live accuracy (and feedback rows in "
+        "the reviewed agreement).",
+    )
+    audit_rate: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="Share of requests marked for audit when answered: the random "
+        "sample live accuracy is estimated from (GET /v1/review?strategy=audit).",
+    )
+    live_accuracy_refresh_s: float = Field(
+        30.0, ge=0, description="Re-read live accuracy from the database this often (0: never)."
+    )
     drift_window: int = Field(
         2000, ge=10, description="Routed queries in the intent-mix and confidence drift window."
     )

@@ -161,7 +161,9 @@ def test_real_prometheus_scrapes_records_and_alerts(router_model: Path, tmp_path
         extra_env={
             "SWITCHBOARD_CONFIDENCE_THRESHOLD": "0.5",  # the 4-step model is under it: all unsure
             "SWITCHBOARD_DRIFT_WINDOW": "20",
-            "SWITCHBOARD_ACCURACY_WINDOW": "50",  # the alert needs 50 feedback rows
+            "SWITCHBOARD_ACCURACY_WINDOW": "50",  # the alert needs 50 labelled audit items
+            "SWITCHBOARD_AUDIT_RATE": "1",  # every request in the audit sample: each label counts
+            "SWITCHBOARD_LIVE_ACCURACY_REFRESH_S": "0.5",
             "SWITCHBOARD_LOG_FLUSH_INTERVAL_S": "0.01",
         },
     )
@@ -212,7 +214,7 @@ def test_real_prometheus_scrapes_records_and_alerts(router_model: Path, tmp_path
             fired = prom.wait(
                 "live accuracy alert firing", lambda: prom.alerts("SwitchboardLiveAccuracyFalling")
             )
-            assert fired[0]["labels"]["instance"] == f"127.0.0.1:{server.port}"
+            assert fired[0]["labels"]["model_version"] == results[0]["model_version"]
             assert fired[0]["annotations"]["runbook_url"].endswith("#switchboardliveaccuracyfalling")
             # ...and agreeing feedback brings it back: the alert resolves
             again = route(client, texts[:50])

@@ -278,7 +278,8 @@ def test_correct_add_a_pending_intent_and_label_with_it(tmp_path: Path, browser:
 
         page.reload()
         expect(page.locator(".pending")).to_contain_text(f"1/{PENDING_MIN_EXAMPLES} examples")
-        expect(page.locator(".stats")).to_contain_text("Live accuracy33.3% of the last 3 labels")
+        expect(page.locator("#agreement")).to_contain_text("33.3% of the last 3 labels, any queue")
+        expect(page.locator("#live-accuracy")).to_have_text("no audit labels yet")
         out = os.environ.get("REVIEW_INBOX_SCREENSHOT")
         page.set_viewport_size({"width": 1000, "height": 1000})
         page.evaluate("window.scrollTo({top: 0, behavior: 'instant'})")

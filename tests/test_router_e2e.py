@@ -280,8 +280,8 @@ def test_metrics_after_traffic(server: Server) -> None:
     assert value("switchboard_routed_queries_total") >= len(QUERIES) + 3
     assert {"switchboard_fallbacks_total", "switchboard_feedback_total"} <= names
     assert value("switchboard_feedback_total", verdict="agree") >= 1
-    assert 0.0 < value("switchboard_live_accuracy") <= 1.0
-    assert value("switchboard_live_accuracy_samples") >= 1
+    assert 0.0 < value("switchboard_reviewed_agreement") <= 1.0
+    assert value("switchboard_reviewed_agreement_samples") >= 1
     assert value("switchboard_model_info", version=routed[0]["model_version"], engine="local") == 1
     assert value("switchboard_ready") == 1
     assert value("switchboard_in_flight_requests") == 0

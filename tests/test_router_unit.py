@@ -447,8 +447,8 @@ def test_feedback_is_idempotent_and_checks_the_request(tmp_path: Path) -> None:
             m = Scrape((await client.get("/metrics")).text)
             assert m("switchboard_feedback_total", verdict="agree") == 1
             assert m("switchboard_feedback_total", verdict="disagree") == 1
-            assert m("switchboard_live_accuracy") == 0.5
-            assert m("switchboard_live_accuracy_samples") == 2
+            assert m("switchboard_reviewed_agreement") == 0.5
+            assert m("switchboard_reviewed_agreement_samples") == 2
 
     run(scenario())
     assert db_count(settings, feedback_table) == 2
@@ -492,7 +492,7 @@ def test_metrics_exposition_after_traffic(tmp_path: Path) -> None:
     assert m("switchboard_fallbacks_total", reason="low_confidence") == 1
     assert m("switchboard_fallbacks_total", reason="ambiguous") == 0
     assert m("switchboard_feedback_total", verdict="agree") == 0
-    assert np.isnan(m("switchboard_live_accuracy"))
+    assert np.isnan(m("switchboard_reviewed_agreement"))
     assert m("switchboard_model_info", version="fake-v1", engine="local") == 1
     assert m("switchboard_ready") == 1
     assert m("switchboard_in_flight_requests") == 0

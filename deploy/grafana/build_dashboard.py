@@ -237,22 +237,31 @@ def build() -> dict[str, Any]:
     lay.row("Quality and drift")
     lay.add(
         timeseries(
-            "Live accuracy",
+            "Live accuracy per model version",
             [
-                target(f"switchboard_live_accuracy{J}", "live {{instance}}"),
+                target(f"max by (model_version) (switchboard_live_accuracy{J})", "live {{model_version}}"),
+                target(
+                    f"max by (model_version) (switchboard_live_accuracy_low{J})", "90% low {{model_version}}"
+                ),
+                target(
+                    f"max by (model_version) (switchboard_live_accuracy_high{J})",
+                    "90% high {{model_version}}",
+                ),
                 target(f"switchboard_expected_accuracy{J}", "validation {{instance}}"),
             ],
             "percentunit",
-            "Agreeing feedback over the last accuracy_window rows, and the model's validation accuracy.",
+            "Accuracy on the labelled audit sample (a random share of requests) per model version, with "
+            "its 90% interval, and the model's validation accuracy.",
             **ratio,
         )
     )
     lay.add(
         timeseries(
-            "Live accuracy by intent",
-            [target(f"switchboard:live_accuracy_by_intent:ratio_rate1h{J}", "{{intent}}")],
+            "Reviewed agreement by intent",
+            [target(f"switchboard:reviewed_agreement_by_intent:ratio_rate1h{J}", "{{intent}}")],
             "percentunit",
-            "Agreeing / all feedback per predicted intent over the last hour (intents with feedback).",
+            "Agreeing / all feedback per predicted intent over the last hour, from every review queue "
+            "(biased to hard texts: not live accuracy).",
             **ratio,
         )
     )

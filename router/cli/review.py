@@ -33,6 +33,7 @@ class Strategy(StrEnum):
     fallback = "fallback"
     disagreement = "disagreement"
     random = "random"
+    audit = "audit"
 
 
 class Format(StrEnum):

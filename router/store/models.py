@@ -53,6 +53,9 @@ requests = Table(
     # revision 0003 and for a one-label model) and the top-k [{"intent", "probability"}]
     Column("top2_confidence", Float, nullable=True),
     Column("alternatives", JSON, nullable=True),
+    # a random share of requests marked when answered (`audit_rate`): the unbiased sample that
+    # live accuracy is estimated from (NULL for rows logged before revision 0004)
+    Column("audit", Boolean, nullable=True, index=True),
 )
 
 feedback = Table(

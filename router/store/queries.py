@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Engine, Row, exists, func, select
 from router.store.db import create_db_engine
 from router.store.models import feedback, requests
 
-ReviewStrategy = Literal["uncertainty", "fallback", "disagreement", "random"]
+ReviewStrategy = Literal["uncertainty", "fallback", "disagreement", "random", "audit"]
 REVIEW_STRATEGIES: tuple[str, ...] = get_args(ReviewStrategy)
 REVIEW_LIMIT_MAX = 1000
 SCAN_LIMIT = 50_000  # candidate rows a review query reads at most (the newest that match)
@@ -158,6 +158,9 @@ def review_queue(
     - `random`: a seeded random sample, the control group: each candidate is ranked by a hash of
       its id and `seed`, so one seed gives the same order for the same rows, and a new row does
       not reshuffle the others.
+    - `audit`: the requests the router marked for audit when it answered them (`audit_rate`),
+      newest first, exactly those: no de-duplication, no scan limit, a text labelled on another
+      request still offered (live accuracy is estimated from these, `router.store.audit`).
 
     Texts that are equal after `normalise_text` are one item: the first in the strategy's order
     is shown, `request_ids` lists every candidate with that text. A text with feedback on any of
@@ -175,6 +178,8 @@ def review_queue(
     if scan_limit < 1:
         raise ValueError(f"scan_limit must be at least 1, not {scan_limit}")
     r = requests
+    if strategy == "audit":
+        return _audit_queue(engine_or_url, limit, since, model_version, route, intent)
     query = (
         select(*(r.c[name] for name in _QUEUE_COLUMNS))
         .where(r.c.text.is_not(None))
@@ -201,6 +206,35 @@ def review_queue(
     elif strategy == "random":
         candidates.sort(key=lambda c: hashlib.sha256(f"{seed}:{c.request_id}".encode()).digest())
     return _collapse(candidates, limit)
+
+
+def _audit_queue(
+    engine_or_url: Engine | str,
+    limit: int,
+    since: datetime | None,
+    model_version: str | None,
+    route: str | None,
+    intent: str | None,
+) -> list[QueueItem]:
+    r = requests
+    query = (
+        select(*(r.c[name] for name in _QUEUE_COLUMNS))
+        .where(r.c.audit.is_(True), r.c.text.is_not(None))
+        .where(~exists().where(feedback.c.request_id == r.c.id))
+        .order_by(r.c.created_at.desc(), r.c.id.desc())
+        .limit(limit)
+    )
+    if since is not None:
+        query = query.where(r.c.created_at >= _utc(since))
+    for column, value in ((r.c.model_version, model_version), (r.c.route, route), (r.c.intent, intent)):
+        if value is not None:
+            query = query.where(column == value)
+    with _connected(engine_or_url) as engine, engine.connect() as conn:
+        rows = conn.execute(query).all()
+    items = [_item(row) for row in rows]
+    for item in items:
+        item.request_ids.append(item.request_id)
+    return items
 
 
 def _labelled_texts(conn: Connection) -> set[str]:
@@ -261,8 +295,10 @@ def _connected(engine_or_url: Engine | str) -> Iterator[Engine]:
 class ReviewStats:
     """What the review inbox shows above the queue, read from the store (so every replica agrees)."""
 
-    accuracy: float | None  # share of the newest `accuracy_window` feedback rows that agree
-    accuracy_samples: int
+    # share of the newest `accuracy_window` feedback rows that agree, from every queue: biased to
+    # the hard texts the queues pick, so not live accuracy (that is `router.store.audit`)
+    agreement: float | None
+    agreement_samples: int
     fallback_rate: float | None  # share of the newest `traffic_window` requests that fell back
     fallback_samples: int
     examples: dict[str, int]  # feedback rows naming each of `intents` (0 when none)
@@ -278,7 +314,7 @@ def review_stats(
     accuracy_window: int = 500,
     traffic_window: int = 2000,
 ) -> ReviewStats:
-    """Live accuracy and fallback rate over the newest rows, feedback examples per intent (how
+    """Reviewed agreement and fallback rate over the newest rows, feedback examples per intent (how
     close a pending intent is to being trainable) and a reviewer's count since `today`."""
     f, r = feedback, requests
     recent_feedback = select(f.c.agree).order_by(f.c.created_at.desc()).limit(accuracy_window).subquery()
@@ -301,8 +337,8 @@ def review_stats(
                 query = query.where(f.c.created_at >= _utc(today))
             mine = int(conn.execute(query).scalar_one())
     return ReviewStats(
-        accuracy=sum(map(bool, agree)) / len(agree) if agree else None,
-        accuracy_samples=len(agree),
+        agreement=sum(map(bool, agree)) / len(agree) if agree else None,
+        agreement_samples=len(agree),
         fallback_rate=sum(map(bool, fell_back)) / len(fell_back) if fell_back else None,
         fallback_samples=len(fell_back),
         examples=examples,

@@ -26,3 +26,4 @@ class RequestRecord(NamedTuple):
     escalation_model: str | None = None
     top2_confidence: float | None = None  # the second-highest probability (None: one-label model)
     alternatives: list[dict[str, Any]] | None = None  # top-k [{"intent", "probability"}]
+    audit: bool = False  # in the random audit sample (`audit_rate`) that live accuracy is read from

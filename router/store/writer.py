@@ -414,6 +414,7 @@ def _row(r: RequestRecord) -> dict[str, Any]:
         "escalation_model": r.escalation_model,
         "top2_confidence": r.top2_confidence,
         "alternatives": r.alternatives,
+        "audit": r.audit,
     }
 
 

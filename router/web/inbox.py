@@ -231,8 +231,10 @@ async def inbox_page(request: Request, inbox: Inbox = InboxDep) -> Response:
     rt = _rt(request)
     params = dict(request.query_params)
     filters, errors = Filters.parse(params)
-    queue, stats = await asyncio.gather(
-        views.queue(rt, filters, inbox.skips(session.reviewer)), views.stats(rt, session.reviewer)
+    queue, stats, live = await asyncio.gather(
+        views.queue(rt, filters, inbox.skips(session.reviewer)),
+        views.stats(rt, session.reviewer),
+        views.live_accuracy(rt),
     )
     choices = views.choices(rt)
     routes = {c.name: c.route for c in choices}
@@ -258,6 +260,7 @@ async def inbox_page(request: Request, inbox: Inbox = InboxDep) -> Response:
         items=queue[: views.PAGE_ITEMS],
         left=views.left(queue),
         stats=stats,
+        live=live,
         pending=pending,
         needed=PENDING_MIN_EXAMPLES,
         choices=choices,

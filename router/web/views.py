@@ -11,6 +11,7 @@ from typing import cast, get_args
 from urllib.parse import urlencode
 
 from router.runtime import Runtime
+from router.store.audit import AccuracyEstimate, audit_accuracy
 from router.store.models import NAME_LENGTH
 from router.store.queries import QueueItem, ReviewStats, ReviewStrategy, review_queue, review_stats
 from router.text_rules import storable_problem
@@ -118,6 +119,14 @@ async def queue(rt: Runtime, filters: Filters, skipped: Container[str] = ()) -> 
         intent=filters.intent,
     )
     return [item for item in items if item.request_id not in skipped]
+
+
+async def live_accuracy(rt: Runtime) -> AccuracyEstimate | None:
+    """The served model's accuracy on its labelled audit items (None before any)."""
+    if rt.db is None or rt.model is None:
+        return None
+    estimates = await asyncio.to_thread(audit_accuracy, rt.db, window=rt.settings.accuracy_window)
+    return estimates.get(rt.model.info.version)
 
 
 async def stats(rt: Runtime, reviewer: str) -> ReviewStats | None:
