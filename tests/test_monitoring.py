@@ -104,10 +104,11 @@ def test_rules_and_dashboard_name_only_series_the_router_exports(tmp_path: Path)
     name in them must be in the router's /metrics, every `switchboard:*` one a recording rule."""
 
     async def scrape() -> Scrape:
-        async with serving(make_settings(tmp_path)) as client:
+        async with serving(make_settings(tmp_path, audit_rate=1.0)) as client:
             routed = await client.post("/v1/route", json={"text": "my bill"})
             feedback = {"request_id": routed.json()["request_id"], "correct_intent": "no_signal"}
             assert (await client.post("/v1/feedback", json=feedback)).status_code == 201
+            await live_accuracy.refresh(client.app.state.runtime)  # type: ignore[attr-defined]
             return Scrape((await client.get("/metrics")).text)
 
     exported = {s.name for s in run(scrape()).samples}
