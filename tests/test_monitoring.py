@@ -17,6 +17,8 @@ import pytest
 import yaml
 from support.fakes import Scrape, make_settings, run, serving
 
+from router import live_accuracy
+
 REPO = Path(__file__).resolve().parents[1]
 PROMETHEUS = REPO / "deploy" / "prometheus"
 RULES = sorted((PROMETHEUS / "rules").glob("*.yaml"))
