@@ -109,9 +109,7 @@ class SequentialTest:
             return "inconclusive", facts
         return "continue", facts
 
-    def simulate(
-        self, win_probability: float, runs: int, *, seed: int = 0
-    ) -> dict[Verdict, float]:
+    def simulate(self, win_probability: float, runs: int, *, seed: int = 0) -> dict[Verdict, float]:
         """Share of each verdict over `runs` simulated sequences of discordant pairs (each evaluated
         after every pair, as the live controller may), up to `max_pairs`."""
         rng = np.random.default_rng(seed)

@@ -211,6 +211,15 @@ class Registry:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        """The writers' lock, for a change that spans files (`serving.rollout`)."""
+        return self._locked()
+
+    def set_alias_locked(self, alias: str, version: str) -> None:
+        """Move an alias while the caller holds `locked()` (the version must exist)."""
+        self.get(version)
+        self._set_alias(alias, version)
+
     def _next_version(self) -> str:
         numbers = [int(m.group(1)) for p in self.versions_dir.iterdir() if (m := _VERSION_RE.match(p.name))]
         return f"v{max(numbers, default=0) + 1:04d}"

@@ -34,6 +34,7 @@ class Strategy(StrEnum):
     disagreement = "disagreement"
     random = "random"
     audit = "audit"
+    shadow_disagreement = "shadow_disagreement"
 
 
 class Format(StrEnum):

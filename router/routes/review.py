@@ -58,7 +58,9 @@ async def review(
         Query(
             description="uncertainty: smallest top-1 minus top-2 margin first; fallback: sent to "
             "the fallback route, newest first; disagreement: overruled by the escalation LLM, "
-            "newest first; random: a seeded sample (the control group)."
+            "newest first; random: a seeded sample (the control group); audit: the random audit "
+            "sample live accuracy is estimated from, exactly those; shadow_disagreement: the model "
+            "in shadow answered another intent, newest first (a rollout's evidence)."
         ),
     ] = "uncertainty",
     limit: Annotated[int, Query(ge=1, le=REVIEW_LIMIT_MAX, description="Items at most.")] = 50,

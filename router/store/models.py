@@ -78,3 +78,22 @@ feedback = Table(
     Column("comment", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, index=True),
 )
+
+# what the second model answered for a request, off the request path: the challenger in shadow,
+# or the champion beside a canary (serving.rollout); the request row keeps the served answer
+shadow_answers = Table(
+    "shadow_answers",
+    metadata,
+    Column(
+        "request_id",
+        String(ID_LENGTH),
+        ForeignKey("requests.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("model_version", String(NAME_LENGTH), nullable=False),
+    Column("intent", String(NAME_LENGTH), nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("fallback", Boolean, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+)

@@ -21,9 +21,9 @@ from typing import Any, Literal, get_args
 from sqlalchemy import Connection, Engine, Row, exists, func, select
 
 from router.store.db import create_db_engine
-from router.store.models import feedback, requests
+from router.store.models import feedback, requests, shadow_answers
 
-ReviewStrategy = Literal["uncertainty", "fallback", "disagreement", "random", "audit"]
+ReviewStrategy = Literal["uncertainty", "fallback", "disagreement", "random", "audit", "shadow_disagreement"]
 REVIEW_STRATEGIES: tuple[str, ...] = get_args(ReviewStrategy)
 REVIEW_LIMIT_MAX = 1000
 SCAN_LIMIT = 50_000  # candidate rows a review query reads at most (the newest that match)
@@ -158,6 +158,9 @@ def review_queue(
     - `random`: a seeded random sample, the control group: each candidate is ranked by a hash of
       its id and `seed`, so one seed gives the same order for the same rows, and a new row does
       not reshuffle the others.
+    - `shadow_disagreement`: requests where the model in shadow (a challenger, or the champion
+      beside a canary) answered another intent than the customer got, newest first: the
+      evidence a rollout's paired test needs (`router.store.evidence`).
     - `audit`: the requests the router marked for audit when it answered them (`audit_rate`),
       newest first, exactly those: no de-duplication, no scan limit, a text labelled on another
       request still offered (live accuracy is estimated from these, `router.store.audit`).
@@ -191,6 +194,9 @@ def review_queue(
         query = query.where(r.c.fallback.is_(True))
     elif strategy == "disagreement":
         query = query.where(r.c.escalation == "overruled")
+    elif strategy == "shadow_disagreement":
+        s = shadow_answers
+        query = query.where(exists().where(s.c.request_id == r.c.id, s.c.intent != r.c.intent))
     if since is not None:
         query = query.where(r.c.created_at >= _utc(since))
     for column, value in ((r.c.model_version, model_version), (r.c.route, route), (r.c.intent, intent)):

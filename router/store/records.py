@@ -27,3 +27,16 @@ class RequestRecord(NamedTuple):
     top2_confidence: float | None = None  # the second-highest probability (None: one-label model)
     alternatives: list[dict[str, Any]] | None = None  # top-k [{"intent", "probability"}]
     audit: bool = False  # in the random audit sample (`audit_rate`) that live accuracy is read from
+
+
+class ShadowRecord(NamedTuple):
+    """The second model's answer to a logged request (`shadow_answers`), written after its request.
+    Not spooled: a shadow answer lost in a crash costs one piece of evidence, never a customer's row."""
+
+    request_id: str
+    ts: float
+    model_version: str
+    intent: str
+    confidence: float
+    fallback: bool
+    latency_ms: float

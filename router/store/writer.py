@@ -50,7 +50,8 @@ from sqlalchemy.exc import DBAPIError
 from router.store.faults import is_transient, repaired, repaired_fields
 from router.store.feedback import FeedbackItem, FeedbackResult, insert_ignore, store_feedback
 from router.store.models import requests as requests_table
-from router.store.records import RequestRecord
+from router.store.models import shadow_answers as shadow_table
+from router.store.records import RequestRecord, ShadowRecord
 from router.store.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,14 @@ class RequestLog:
                     "request log: spool %s not writable, rows are in memory only: %s", spool.directory, err
                 )
         self._queue.put_nowait(record)
+
+    def log_shadow(self, record: ShadowRecord) -> bool:
+        """Queue a shadow answer (after its request, so FIFO writes it second); not spooled. False
+        when it cannot be taken (shutting down, or the queue is full: customers' rows come first)."""
+        if self._closing or self.full:
+            return False
+        self._queue.put_nowait(record)
+        return True
 
     async def submit_feedback(self, item: FeedbackItem) -> FeedbackResult:
         """Queue feedback and wait until it is committed (or found to be a repeat)."""
@@ -283,8 +292,8 @@ class RequestLog:
             except _Rejected as again:
                 err = again.err
             else:
-                what = "request" if isinstance(item, RequestRecord) else "feedback"
-                row_id = item.id if isinstance(item, RequestRecord) else item.feedback_id
+                what = type(item).__name__
+                row_id = getattr(item, "id", None) or getattr(item, "request_id", None) or item.feedback_id
                 log.warning(
                     "request log: %s %s stored with %s repaired (the database refused them: %s)",
                     what, row_id, ", ".join(repaired_fields(item, fixed)), _brief(err),
@@ -299,11 +308,12 @@ class RequestLog:
         database refuses the data."""
         records = [i for i in items if isinstance(i, RequestRecord)]
         feedback = [i for i in items if isinstance(i, FeedbackItem)]
+        shadows = [i for i in items if isinstance(i, ShadowRecord)]
         delay = 0.05
         while True:
             started = time.perf_counter()
             try:
-                results = await _in_thread(self._attempt, records, feedback)
+                results = await _in_thread(self._attempt, records, feedback, shadows)
             except Exception as err:
                 self.hooks.on_error()
                 if not is_transient(err):
@@ -329,7 +339,7 @@ class RequestLog:
             for item in items:
                 if isinstance(item, FeedbackItem) and item.future is not None and not item.future.done():
                     item.future.set_exception(LogClosed(f"feedback not stored: {why}"))
-            self._spill([i for i in items if isinstance(i, FeedbackItem)], why, "shutdown")
+            self._spill([i for i in items if not isinstance(i, RequestRecord)], why, "shutdown")
             return
         self._spill(items, why, "shutdown")
 
@@ -340,6 +350,8 @@ class RequestLog:
         for item in items:
             if isinstance(item, RequestRecord):
                 log.error("request log: unwritten request (%s): %s", why, json.dumps(item._asdict()))
+            elif isinstance(item, ShadowRecord):
+                log.warning("request log: unwritten shadow answer (%s): %s", why, json.dumps(item._asdict()))
             elif isinstance(item, FeedbackItem):
                 if item.future is not None and not item.future.done():
                     item.future.set_exception(LogClosed(f"feedback not stored: {why}"))
@@ -349,10 +361,13 @@ class RequestLog:
     # -- database side (worker thread) ---------------------------------------------------
 
     def _attempt(
-        self, records: Sequence[RequestRecord], feedback: Sequence[FeedbackItem]
+        self,
+        records: Sequence[RequestRecord],
+        feedback: Sequence[FeedbackItem],
+        shadows: Sequence[ShadowRecord] = (),
     ) -> list[FeedbackResult]:
         try:
-            return self._write(records, feedback)
+            return self._write(records, feedback, shadows)
         except Exception as err:
             if is_transient(err) and self.engine.dialect.name != "sqlite":
                 # the pooled connections may be dead, or open on a server that is read-only
@@ -362,11 +377,16 @@ class RequestLog:
             raise
 
     def _write(
-        self, records: Sequence[RequestRecord], feedback: Sequence[FeedbackItem]
+        self,
+        records: Sequence[RequestRecord],
+        feedback: Sequence[FeedbackItem],
+        shadows: Sequence[ShadowRecord] = (),
     ) -> list[FeedbackResult]:
         with self.engine.begin() as conn:
             if records:
                 conn.execute(insert_ignore(conn, requests_table), [_row(r) for r in records])
+            if shadows:
+                conn.execute(insert_ignore(conn, shadow_table), [_shadow_row(r) for r in shadows])
             return [store_feedback(conn, item) for item in feedback]
 
 
@@ -416,6 +436,12 @@ def _row(r: RequestRecord) -> dict[str, Any]:
         "alternatives": r.alternatives,
         "audit": r.audit,
     }
+
+
+def _shadow_row(r: ShadowRecord) -> dict[str, Any]:
+    row = r._asdict()
+    row["created_at"] = datetime.fromtimestamp(row.pop("ts"), UTC)
+    return row
 
 
 def _brief(err: BaseException) -> str:
