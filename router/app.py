@@ -118,10 +118,11 @@ def build_app(settings: Settings, *, engine_factory: EngineFactory | None = None
 
 
 async def _close_model(runtime: Runtime, timeout_s: float) -> None:
-    if runtime.model is None:
-        return
+    closing = [runtime.rollout.close()]
+    if runtime.model is not None:
+        closing.append(runtime.model.close())
     try:
-        await asyncio.wait_for(runtime.model.close(), timeout_s)
+        await asyncio.wait_for(asyncio.gather(*closing), timeout_s)
     except TimeoutError:
         log.warning("the engine did not close within the shutdown budget")
 

@@ -14,6 +14,7 @@ are read at scrape time instead of being updated per request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Callable, Iterable
 
@@ -30,6 +31,7 @@ from prometheus_client import (
 from router.escalation import OUTCOMES, Escalation
 from router.policy import FALLBACK_REASONS
 from router.store.audit import AccuracyEstimate
+from serving.rollout import Rollout
 
 # 0.1 ms .. 10 s: sub-millisecond router overhead up to a stuck engine at the timeout.
 LATENCY_BUCKETS = (
@@ -155,6 +157,48 @@ class RouterMetrics:
             registry=r,
         )
         self.ready = Gauge("switchboard_ready", "1 when the model is loaded and answering.", registry=r)
+        # per model version: at most the champion, and a challenger in shadow or canary
+        self.version_answers = Counter(
+            "switchboard_version_answers",
+            "Queries answered to customers, by model version (champion, canary).",
+            ["model_version"],
+            registry=r,
+        )
+        self.version_errors = Counter(
+            "switchboard_version_errors",
+            "Queries a model version's engine failed or timed out on (live or in shadow).",
+            ["model_version"],
+            registry=r,
+        )
+        self.version_engine_latency = Histogram(
+            "switchboard_version_engine_duration_seconds",
+            "Engine time per call, by model version (live and shadow calls).",
+            ["model_version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.shadow_answers = Counter(
+            "switchboard_shadow_answers",
+            "Shadow classifications, by the shadowing version and whether it agreed with the answer sent.",
+            ["model_version", "verdict"],
+            registry=r,
+        )
+        self.shadow_shed = Counter(
+            "switchboard_shadow_shed",
+            "Queries whose shadow classification was dropped because the router was busy.",
+            registry=r,
+        )
+        self.rollout_info = Gauge(
+            "switchboard_rollout_info",
+            "The rollout this replica follows: 1 for its stage, challenger, champion and canary share.",
+            ["stage", "challenger", "champion", "share"],
+            registry=r,
+        )
+        self.rollout_load_failures = Counter(
+            "switchboard_rollout_load_failures",
+            "Challengers that failed to load for a shadow or canary (the champion served alone).",
+            registry=r,
+        )
         self.in_flight = Gauge(
             "switchboard_in_flight_requests",
             "Requests being handled now (probes excluded).",
@@ -270,6 +314,21 @@ class RouterMetrics:
         self.model_info.labels(version, engine).set(1)
         for route in routes:  # pre-create: the route label stays within the route map
             self._routed_children.setdefault(route, self.routed.labels(route))
+
+    def set_rollout(self, state: Rollout | None) -> None:
+        self.rollout_info.clear()
+        if state is not None:
+            share = f"{state.share:g}" if state.stage == "canary" else "0"
+            self.rollout_info.labels(state.stage, state.challenger, state.champion, share).set(1)
+
+    def clear_version(self, version: str) -> None:
+        """A version no longer served here: its per-version series go (bounded label sets)."""
+        for metric in (self.version_answers, self.version_errors, self.version_engine_latency):
+            with contextlib.suppress(KeyError):
+                metric.remove(version)
+        for verdict in ("agree", "disagree"):
+            with contextlib.suppress(KeyError):
+                self.shadow_answers.remove(version, verdict)
 
     # -- per request -----------------------------------------------------------------------
 

@@ -22,8 +22,10 @@ import logging
 import time
 from pathlib import Path
 
+from router.promotion import PromotionController
 from router.runtime import Runtime
 from serving.registry import Registry, RegistryError
+from serving.rollout import read_rollout
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class ChampionWatch:
         self.seen: str | None = _served_version(rt, self.registry)
         self._started = self.seen is not None
         self._last_error: str | None = None
+        self.controller = PromotionController(rt, self.registry) if rt.settings.rollout_auto else None
         self._failures = 0
         self._retry_at = 0.0
 
@@ -67,7 +70,21 @@ class ChampionWatch:
             await self.check()
 
     async def check(self) -> str | None:
-        """One look at the alias; swaps when the champion moved. Returns the version swapped to."""
+        """One look at the registry: the rollout first (a challenger loaded, dropped, or adopted
+        as champion: router.shadow), then the champion alias; swaps when the champion moved.
+        Returns the version swapped to."""
+        try:
+            rollout = await asyncio.to_thread(read_rollout, self.registry)
+        except (RegistryError, OSError) as err:
+            log.error("registry watch: cannot read the rollout, keeping the current one: %s", err)
+        else:
+            async with self.rt.change_lock:
+                await self.rt.rollout.follow(rollout, self.registry)
+            if self.controller is not None and rollout is not None:
+                try:
+                    await self.controller.tick()
+                except Exception as err:  # a database hiccup: decide at the next look
+                    log.warning("rollout decision postponed: %s: %s", type(err).__name__, err)
         try:
             champion = await asyncio.to_thread(_champion, self.registry)
         except (RegistryError, OSError) as err:

@@ -13,7 +13,7 @@ import gc
 import logging
 import random
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from time import monotonic, perf_counter, time
 from typing import Any
@@ -24,11 +24,13 @@ from sqlalchemy import Engine as DbEngine
 from router.drift import QualityMonitor
 from router.errors import timed_out, unavailable
 from router.escalation import Escalation, Escalator, build_escalator
+from router.loaded_model import LoadedModel
 from router.metrics import RouterMetrics
-from router.policy import Alternative, Decision, Policy, policy_for
+from router.policy import Alternative, Decision, policy_for
 from router.readiness import ReadinessCheck
 from router.schemas import EscalationInfo, RouteResult
 from router.settings import Settings
+from router.shadow import LiveRollout
 from router.store import RequestLog, RequestRecord, new_request_id
 from serving.engine import Engine, EngineError
 from serving.factory import open_engine
@@ -41,42 +43,6 @@ EngineFactory = Callable[[Settings], Awaitable[Engine]]
 T0 = "switchboard.t0"  # ASGI scope keys shared by the middleware and the handlers
 ENGINE_S = "switchboard.engine_s"
 ESCALATION_S = "switchboard.escalation_s"
-
-
-class Usage:
-    """Engine calls in flight on one model, so a hot swap can wait for them before closing it."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def acquire(self) -> None:
-        self.count += 1
-        self._idle.clear()
-
-    def release(self) -> None:
-        self.count -= 1
-        if self.count == 0:
-            self._idle.set()
-
-    async def drained(self) -> None:
-        await self._idle.wait()
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    engine: Engine
-    info: ModelInfo
-    policy: Policy
-    labels: frozenset[str]
-    escalator: Escalator | None = None  # cascade mode: the LLM for unsure queries
-    usage: Usage = field(default_factory=Usage, compare=False)
-
-    async def close(self) -> None:
-        if self.escalator is not None:
-            await self.escalator.close()
-        await self.engine.close()
 
 
 class Runtime:
@@ -108,6 +74,7 @@ class Runtime:
         # held for a whole model change (resolve the registry, swap, commit): admin reload and
         # rollback, the registry watcher; taken before `_swap_lock`, never after it
         self.change_lock = asyncio.Lock()
+        self.rollout = LiveRollout(self)  # a challenger in shadow or canary (router.shadow)
         self.metrics.track(
             in_flight=lambda: self.in_flight, backlog=lambda: self.log.backlog if self.log else 0
         )
@@ -124,7 +91,7 @@ class Runtime:
             if self.model is not None:
                 return
             try:
-                model = await self._open_model(self.settings)
+                model = await self.open_model(self.settings)
             except Exception as err:
                 self.load_error = f"{type(err).__name__}: {err}"
                 log.error("model failed to load: %s", self.load_error, exc_info=err)
@@ -134,7 +101,7 @@ class Runtime:
             freeze_heap()
             self._install(model)
 
-    async def _open_model(self, s: Settings) -> LoadedModel:
+    async def open_model(self, s: Settings) -> LoadedModel:
         """A warmed-up model for `s.model_dir`; raises (and frees the engine) if any step fails."""
         engine: Engine | None = None
         escalator: Escalator | None = None
@@ -181,29 +148,39 @@ class Runtime:
         async with self._swap_lock:
             settings = self.settings.model_copy(update={"model_dir": model_dir})
             try:
-                new = await self._open_model(settings)
+                new = await self.open_model(settings)
             except Exception:
                 self.metrics.reloads.labels("failed").inc()
                 raise
-            old = self.model
-            old_info = old.info if old is not None else None
-            self.settings = settings
-            self._install(new)
-            self.metrics.reloads.labels("ok").inc()
-            if old is not None:
-                try:
-                    async with asyncio.timeout(settings.request_timeout_s + 5.0):
-                        await old.usage.drained()
-                except TimeoutError:
-                    log.warning("closing model %s with calls still in flight", old.info.version)
-                await old.close()
-            # drop the old model, let the collector reach its objects, then freeze what serves
-            # now; that one full collection (~0.45 s with vLLM in-process) pauses the event
-            # loop once per swap instead of at random under load
-            del old
-            gc.unfreeze()
-            freeze_heap()
-            return new.info, old_info
+            return await self._switch(new, settings)
+
+    async def adopt(self, new: LoadedModel) -> tuple[ModelInfo, ModelInfo | None]:
+        """Serve a model that is loaded already (a promoted challenger), as `swap` would."""
+        async with self._swap_lock:
+            settings = self.settings.model_copy(update={"model_dir": Path(new.info.model_dir)})
+            return await self._switch(new, settings)
+
+    async def _switch(self, new: LoadedModel, settings: Settings) -> tuple[ModelInfo, ModelInfo | None]:
+        old = self.model
+        old_info = old.info if old is not None else None
+        self.settings = settings
+        self._install(new)
+        self.metrics.reloads.labels("ok").inc()
+        if old is not None:
+            try:
+                async with asyncio.timeout(settings.request_timeout_s + 5.0):
+                    await old.usage.drained()
+            except TimeoutError:
+                log.warning("closing model %s with calls still in flight", old.info.version)
+            await old.close()
+            self.metrics.clear_version(old.info.version)
+        # drop the old model, let the collector reach its objects, then freeze what serves
+        # now; that one full collection (~0.45 s with vLLM in-process) pauses the event
+        # loop once per swap instead of at random under load
+        del old
+        gc.unfreeze()
+        freeze_heap()
+        return new.info, old_info
 
     def refresh_intents(self) -> None:
         """Re-read the registry's intent changes (`taxonomy.json`, a small file) against the
@@ -254,8 +231,12 @@ class Runtime:
             async with asyncio.timeout(self.settings.request_timeout_s):
                 probs = await model.engine.classify(texts)
         except TimeoutError:
+            self.metrics.version_errors.labels(model.info.version).inc(len(texts))
+            self.rollout.count(model.info.version, len(texts), failed=True)
             raise timed_out(self.settings.request_timeout_s) from None
         except Exception as err:
+            self.metrics.version_errors.labels(model.info.version).inc(len(texts))
+            self.rollout.count(model.info.version, len(texts), failed=True)
             log.error("engine failed: %s", err, exc_info=not isinstance(err, EngineError))
             raise unavailable(
                 "the model engine is unavailable; retry later", self.settings.retry_after_s
@@ -264,6 +245,9 @@ class Runtime:
             model.usage.release()
         elapsed = perf_counter() - started
         self.metrics.engine_latency.observe(elapsed)
+        self.metrics.version_engine_latency.labels(model.info.version).observe(elapsed)
+        self.metrics.version_answers.labels(model.info.version).inc(len(texts))
+        self.rollout.count(model.info.version, len(texts), failed=False)
         scope[ENGINE_S] = elapsed
         return probs
 
@@ -392,5 +376,5 @@ async def open_configured_engine(settings: Settings) -> Engine:
         # a little over ours, so a slow request is our 504, not the engine's error (503)
         timeout_s=settings.request_timeout_s + 1.0,
         engine_overrides=overrides,
-        gpu_memory_utilization=settings.gpu_memory_utilization,  # two engines fit during a swap
+        gpu_memory_utilization=settings.gpu_memory_utilization,  # champion, challenger and a swap fit
     )

@@ -57,11 +57,37 @@ class Settings(BaseSettings):
         "(promotion, rollback by any process); 0: off, reload with /v1/admin/reload.",
     )
     gpu_memory_utilization: float = Field(
-        0.4,
+        0.3,
         gt=0,
-        le=0.5,
-        description="Share of GPU memory each local vLLM engine may take; a hot swap holds two "
-        "engines at once, so at most 0.5 (on CPU the engine keeps its own 0.3 of RAM).",
+        le=0.33,
+        description="Share of GPU memory each local vLLM engine may take; a rollout holds the champion "
+        "and the challenger, and a hot swap a third engine meanwhile, so at most 0.33 (on CPU the "
+        "engine keeps its own 0.3 of RAM).",
+    )
+    # live rollouts (serving.rollout, router.shadow, router.promotion)
+    shadow_max_pending: int = Field(
+        4, ge=1, description="Shadow engine calls in flight at most; past it shadow work is shed (counted)."
+    )
+    shadow_shed_in_flight: int = Field(
+        16, ge=1, description="Customer requests in flight from which shadow work is shed first."
+    )
+    canary_key: str = Field(
+        "conversation_id",
+        min_length=1,
+        description="The request `metadata` key whose value pins a caller to the canary or the "
+        "champion (hashed); requests without it are assigned one by one.",
+    )
+    rollout_auto: bool = Field(
+        True, description="Decide rollouts on the evidence: shadow -> canary -> promote, or reject/roll back."
+    )
+    canary_share: float = Field(
+        0.1, gt=0, lt=1, description="The share a shadow that wins goes to canary with."
+    )
+    canary_min_answers: int = Field(
+        500, ge=1, description="Customer answers a canary gives (all replicas) before it may be promoted."
+    )
+    canary_max_error_rate: float = Field(
+        0.02, ge=0, le=1, description="A canary whose engine fails more often than this is rolled back."
     )
     admin_token: SecretStr | None = Field(
         None,

@@ -30,7 +30,7 @@ async def open_engine(
     `ready()`/`classify()`. `timeout_s` bounds each `classify` call in both.
     `engine_overrides` are extra vLLM engine arguments for the local engine (e.g. `max_num_seqs`).
     `gpu_memory_utilization`: the local engine's share of GPU memory (default
-    `serving.local.HOT_SWAP_GPU_SHARE`, two engines fit during a hot swap).
+    `serving.local.HOT_SWAP_GPU_SHARE`: champion, challenger and a hot swap fit).
     """
     info = read_model_info(model_dir)
     if kind == "local":

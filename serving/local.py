@@ -43,10 +43,11 @@ log = logging.getLogger(__name__)
 PROBE_TEXT = "hello"
 # A hot swap loads the new engine while the old one still serves and holds its memory; vLLM
 # refuses to start an engine when less than its `gpu_memory_utilization` share is free, so at
-# its default of 0.9 the second engine could never start. Two engines at 0.4 fit with room for
-# the CUDA contexts; a classifier needs little KV cache (short prompts, no generation): a 1B
-# Llama's bf16 weights are ~2.5 GB and 0.4 of an 80 GB GPU leaves ~29 GB of KV cache.
-HOT_SWAP_GPU_SHARE = 0.4
+# its default of 0.9 the second engine could never start. A live rollout holds the champion and
+# the challenger, and a hot swap a third engine meanwhile: three at 0.3 fit with room for the CUDA
+# contexts; a classifier needs little KV cache (short prompts, no generation): a 1B Llama's bf16
+# weights are ~2.5 GB and 0.3 of an 80 GB GPU leaves ~21 GB of KV cache.
+HOT_SWAP_GPU_SHARE = 0.3
 
 
 class _BatchSink:

@@ -133,13 +133,16 @@ def _move(engine: Any, revision: str, *, down: bool = False) -> None:
 
 
 def _migration_round_trip(url: str) -> None:
-    """0002 with a row logged then, up to head (old row: NULLs), down to 0002 and up again."""
+    """0002 with a row logged then, up to head (old row: NULLs; no shadow answer), down to 0002
+    and up again."""
     engine = create_db_engine(url)
     _move(engine, "0002")
     old_id = new_request_id()
     with engine.begin() as conn:
         row = {
-            c.name: None for c in requests_table.columns if c.name not in ("top2_confidence", "alternatives")
+            c.name: None
+            for c in requests_table.columns
+            if c.name not in ("top2_confidence", "alternatives", "audit")  # added by 0003, 0004
         }
         row.update(
             id=old_id, created_at=datetime.fromtimestamp(T0, UTC), text="old row", intent="no_signal",

@@ -238,8 +238,8 @@ def test_writer_retries_a_failed_transaction_without_loss_or_duplicates(
     real_write = log._write
     failures = {"left": 2}
 
-    def flaky(records: Any, feedback: Any) -> Any:
-        result = real_write(records, feedback)  # commits, then "loses the connection"
+    def flaky(records: Any, feedback: Any, shadows: Any = ()) -> Any:
+        result = real_write(records, feedback, shadows)  # commits, then "loses the connection"
         if failures["left"]:
             failures["left"] -= 1
             raise OperationalError("COMMIT", {}, ConnectionError("server closed the connection"))

@@ -55,20 +55,24 @@ def _check_lengths(field: str, texts: Sequence[str], limit: int) -> None:
 async def route_query(body: RouteRequest, request: Request, rt: RuntimeDep) -> Response:
     """Route one query: intent, route (or the fallback route), confidence and top-k; in cascade
     mode an unsure query is answered by the escalation LLM (see `escalation`)."""
-    model = rt.require_model()  # inline, not a sub-dependency: this is the hot path
+    # inline, not a sub-dependency: this is the hot path; during a rollout the challenger may
+    # answer (canary) and the other model classifies in shadow after the answer (router.shadow)
+    model, shadow = rt.rollout.pick(body.metadata)
     _check_lengths("text", (body.text,), rt.settings.max_text_chars)
     scope = request.scope
     probs = await rt.classify(model, (body.text,), scope)
     decisions = model.policy.decide_batch(probs)
     escalations = await rt.escalate(model, decisions, (body.text,), scope) if model.escalator else None
-    (result,) = rt.record(model, decisions, (body.text,), body.metadata, scope, escalations)
-    return _json(result)
+    results = rt.record(model, decisions, (body.text,), body.metadata, scope, escalations)
+    if shadow is not None:
+        rt.rollout.shadow(shadow, (body.text,), results)
+    return _json(results[0])
 
 
 @router.post("/route/batch", response_model=BatchRouteResponse, responses=ERRORS)
 async def route_batch(body: BatchRouteRequest, request: Request, rt: RuntimeDep) -> Response:
     """Route several queries in one engine call; results are in input order."""
-    model = rt.require_model()
+    model, shadow = rt.rollout.pick(None)
     limit = rt.settings.max_batch
     if len(body.texts) > limit:
         raise field_error(
@@ -83,4 +87,6 @@ async def route_batch(body: BatchRouteRequest, request: Request, rt: RuntimeDep)
     decisions = model.policy.decide_batch(probs)
     escalations = await rt.escalate(model, decisions, body.texts, scope) if model.escalator else None
     results = rt.record(model, decisions, body.texts, None, scope, escalations)
+    if shadow is not None:
+        rt.rollout.shadow(shadow, body.texts, results)
     return _json(BatchRouteResponse(results=results))

@@ -1,0 +1,208 @@
+"""A challenger beside the champion on live traffic: shadow and canary (`serving.rollout`).
+
+`LiveRollout` (on `Runtime.rollout`) holds the registry's rollout state as this replica follows it
+and the challenger's loaded model:
+
+- `pick(metadata)`: which model answers a request, and which one classifies it in shadow after
+  the answer is sent. Shadow stage: the champion answers, the challenger shadows `shadow_share`.
+  Canary stage: `share` of requests is answered by the challenger (sticky by the hash of the
+  caller's `metadata[canary_key]` when there is one), and the champion shadows those, so every
+  answered pair stays comparable; the rest as in shadow.
+- `shadow(...)`: the second model's call, as a task off the request path. It never makes a customer
+  wait: with `shadow_max_pending` calls in flight, or `shadow_shed_in_flight` customer requests,
+  the shadow work is dropped and counted (`switchboard_shadow_shed_total`). Its answers go to the
+  request log's `shadow_answers` beside the request (`router.store.evidence` reads the pairs).
+- `follow(state)`: called by the registry watch (under the runtime's change lock) with the state
+  read from the registry: loads the challenger (a failure is logged, counted and recorded in the
+  history; the champion keeps serving), drops it when the rollout ends, and when the rollout ended
+  in its promotion installs the already-loaded challenger as the champion (no second load).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+from collections import Counter
+from collections.abc import Sequence
+from time import perf_counter, time
+from typing import TYPE_CHECKING, Any, Protocol
+
+from router.loaded_model import LoadedModel
+from router.store.records import ShadowRecord
+from serving.registry import Registry
+from serving.rollout import Rollout, record_event
+
+if TYPE_CHECKING:
+    from router.metrics import RouterMetrics
+    from router.settings import Settings
+    from router.store import RequestLog
+
+
+class Host(Protocol):
+    """What a rollout needs of the runtime it lives in (router.runtime.Runtime)."""
+
+    settings: Settings
+    metrics: RouterMetrics
+    log: RequestLog | None
+    model: LoadedModel | None
+    in_flight: int
+
+    def require_model(self) -> LoadedModel: ...
+
+    async def open_model(self, s: Settings) -> LoadedModel: ...
+
+    async def adopt(self, new: LoadedModel) -> Any: ...
+
+
+log = logging.getLogger(__name__)
+
+
+def canary_slot(key: Any, share: float) -> bool:
+    """Is a caller with this key in the canary's share? The same key always gets the same answer
+    for one share (a conversation is answered by one model), and a larger share keeps everyone
+    a smaller one had."""
+    digest = hashlib.sha256(str(key).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+class LiveRollout:
+    def __init__(self, rt: Host) -> None:
+        self.rt = rt
+        self.state: Rollout | None = None
+        self.second: LoadedModel | None = None  # the challenger, loaded
+        self.pending = 0  # shadow calls in flight
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._failed: str | None = None  # the challenger version that failed to load
+        # queries sent to each version's engine here, and how many failed (the canary's error rate)
+        self.calls: Counter[str] = Counter()
+        self.failures: Counter[str] = Counter()
+
+    def count(self, version: str, queries: int, *, failed: bool) -> None:
+        self.calls[version] += queries
+        if failed:
+            self.failures[version] += queries
+
+    # -- per request ------------------------------------------------------------------------
+
+    def pick(self, metadata: dict[str, Any] | None) -> tuple[LoadedModel, LoadedModel | None]:
+        """(the model that answers, the model that shadows it or None)."""
+        model = self.rt.require_model()
+        state, second = self.state, self.second
+        if state is None or second is None or model.info.version != state.champion:
+            return model, None
+        if state.stage == "canary":
+            key = (metadata or {}).get(self.rt.settings.canary_key)
+            in_canary = canary_slot(key, state.share) if key is not None else random.random() < state.share
+            if in_canary:
+                return second, model
+        if state.shadow_share >= 1.0 or random.random() < state.shadow_share:
+            return model, second
+        return model, None
+
+    def shadow(self, other: LoadedModel, texts: Sequence[str], results: Sequence[Any]) -> None:
+        """Classify `texts` with `other` after the answers (`results`) are sent; shed when busy."""
+        s, metrics = self.rt.settings, self.rt.metrics
+        if self.pending >= s.shadow_max_pending or self.rt.in_flight > s.shadow_shed_in_flight:
+            metrics.shadow_shed.inc(len(texts))
+            return
+        self.pending += 1
+        other.usage.acquire()  # a swap waits for this call before closing the engine
+        task = asyncio.get_running_loop().create_task(self._classify(other, list(texts), list(results)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _classify(self, other: LoadedModel, texts: list[str], results: list[Any]) -> None:
+        version = other.info.version
+        metrics = self.rt.metrics
+        try:
+            started = perf_counter()
+            async with asyncio.timeout(self.rt.settings.request_timeout_s):
+                probs = await other.engine.classify(texts)
+            seconds = perf_counter() - started
+            self.count(version, len(texts), failed=False)
+            metrics.version_engine_latency.labels(version).observe(seconds)
+            decisions = other.policy.decide_batch(probs)
+            now = time()
+            for decision, result in zip(decisions, results, strict=True):
+                agree = decision.intent == result.intent
+                metrics.shadow_answers.labels(version, "agree" if agree else "disagree").inc()
+                if self.rt.log is not None and not self.rt.log.log_shadow(
+                    ShadowRecord(
+                        result.request_id, now, version, decision.intent, decision.confidence,
+                        decision.fallback, round(seconds * 1000, 3),
+                    )
+                ):  # fmt: skip
+                    metrics.shadow_shed.inc()
+        except Exception as err:
+            self.count(version, len(texts), failed=True)
+            metrics.version_errors.labels(version).inc(len(texts))
+            log.warning("shadow classify with %s failed: %s: %s", version, type(err).__name__, err)
+        finally:
+            other.usage.release()
+            self.pending -= 1
+
+    # -- following the registry -----------------------------------------------------------
+
+    async def follow(self, state: Rollout | None, registry: Registry) -> None:
+        """Bring this replica to `state` (read from the registry); see the module docstring."""
+        second = self.second
+        if state is None:
+            self.state = None
+            self._failed = None
+            if second is None:
+                return
+            self.second = None
+            champion = (await asyncio.to_thread(registry.aliases)).get("champion")
+            model = self.rt.model
+            if champion == second.info.version and (model is None or model.info.version != champion):
+                await self.rt.adopt(second)  # promoted: the loaded challenger serves, no reload
+                log.info("rollout: the challenger %s is the champion now", champion)
+            else:
+                await self._close(second)
+                self.rt.metrics.clear_version(second.info.version)
+            self.rt.metrics.set_rollout(None)
+            return
+        if second is not None and second.info.version != state.challenger:
+            self.second = None
+            await self._close(second)
+            second = None
+        if second is None:
+            if self._failed == state.challenger:
+                return  # failed to load once: the next rollout (or a restart) tries again
+            try:
+                target = await asyncio.to_thread(registry.get, state.challenger)
+                settings = self.rt.settings.model_copy(update={"model_dir": target.path})
+                second = await self.rt.open_model(settings)
+            except Exception as err:
+                self._failed = state.challenger
+                self.rt.metrics.rollout_load_failures.inc()
+                reason = f"{type(err).__name__}: {err}"
+                log.error("rollout: challenger %s failed to load, the champion serves alone: %s",
+                          state.challenger, reason)  # fmt: skip
+                await asyncio.to_thread(
+                    record_event, registry, "load_failed", challenger=state.challenger, by="router",
+                    reason=reason,
+                )  # fmt: skip
+                return
+            self.second = second
+            log.info("rollout: %s loaded beside the champion (%s)", state.challenger, state.stage)
+        self.state = state
+        self.rt.metrics.set_rollout(state)
+
+    async def _close(self, model: LoadedModel) -> None:
+        try:
+            async with asyncio.timeout(self.rt.settings.request_timeout_s + 5.0):
+                await model.usage.drained()
+        except TimeoutError:
+            log.warning("closing challenger %s with shadow calls still in flight", model.info.version)
+        await model.close()
+
+    async def close(self) -> None:
+        """At shutdown: wait briefly for shadow calls, then free the challenger."""
+        for task in list(self._tasks):
+            task.cancel()
+        second, self.second, self.state = self.second, None, None
+        if second is not None:
+            await second.close()
