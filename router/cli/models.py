@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from router.cli import rollout
 from router.cli._common import (
     DEFAULT_REGISTRY,
     ModelDirArg,
@@ -27,9 +28,12 @@ if TYPE_CHECKING:
     from serving.registry import Registry
 
 app = typer.Typer(
-    help="Model registry (versions, champion/challenger aliases, rollback) and model directories.",
+    help="Model registry (versions, aliases, rollback, live rollouts) and model directories.",
     no_args_is_help=True,
 )
+app.add_typer(rollout.shadow_app, name="shadow")
+app.add_typer(rollout.canary_app, name="canary")
+app.command("history")(rollout.history)
 
 
 class Alias(StrEnum):
