@@ -248,6 +248,8 @@ class Loop:
                 "--database-url",
                 self.database_url,
                 "--no-progress",
+                "--promotion",
+                "direct",  # this benchmark measures learning, not the live rollout (benchmarks/promotion.py)
                 *recipe,
             ],
             self.log,

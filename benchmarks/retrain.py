@@ -132,6 +132,8 @@ def main() -> None:
                 "--min-feedback",
                 "10",
                 "--no-progress",
+                "--promotion",
+                "direct",  # measures the offline gate (benchmarks/promotion.py: the live rollout)
                 "--start-from",
                 args.start_from,
                 "--lr-factor",

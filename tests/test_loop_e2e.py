@@ -132,6 +132,8 @@ def test_feedback_retrain_promote_hot_swap_and_rollback(loop: dict) -> None:
                 "--holdout",
                 "0.5",  # enough held-out corrections for the paired test to decide
                 "optim.max_steps=24",
+                "--promotion",
+                "direct",  # this test is about the retrain and the hot swap; rollouts: test_rollout
             ],
             cwd=REPO,
             capture_output=True,

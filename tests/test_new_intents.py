@@ -155,7 +155,9 @@ def test_a_new_intent_is_added_trained_by_growing_the_head_and_served(world: dic
 
     # 4. retrain: the pending intent with enough feedback is trained, the other waits
     decision = retrain(
-        RetrainOptions(registry=registry.root, min_feedback=5, min_examples=10, holdout_fraction=0.25),
+        RetrainOptions(
+            registry=registry.root, min_feedback=5, min_examples=10, holdout_fraction=0.25, promotion="direct"
+        ),
         resolve(feedback_rows(world["url"])),
         progress=False,
     )

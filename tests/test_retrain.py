@@ -135,6 +135,7 @@ def test_corrective_feedback_promotes_a_better_challenger_and_rollback_restores(
             overrides=["optim.max_steps=24"],
             start_from="champion",
             continue_lr_factor=1.0,  # a barely trained champion: 24 steps at the full rate
+            promotion="direct",
         ),
         stored_feedback(url),
         progress=False,

@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 from serving.lineage import write_lineage
 from serving.registry import Registry
+from serving.rollout import RolloutConflict, start_shadow
 from serving.taxonomy import PENDING_MIN_EXAMPLES, Taxonomy
 from training.config import load_config, parse_overrides
 from training.data import DatasetError, IntentDataset, Split, load_dataset
@@ -63,11 +64,13 @@ TRAINED_FEEDBACK_FILE = "trained_feedback.json"  # keys of every feedback text t
 
 
 class Outcome(IntEnum):
-    """Process exit codes, for cron: 0 promoted, 10 not promoted, 11 nothing to do (2: bad input)."""
+    """Process exit codes, for cron: 0 promoted, 10 not promoted, 11 nothing to do, 12 in shadow
+    (2: bad input)."""
 
     PROMOTED = 0
     NOT_PROMOTED = 10
     NOTHING_TO_DO = 11
+    SHADOW = 12  # passed the offline gate: in shadow, promotion is decided on live traffic
 
 
 @dataclass
@@ -101,6 +104,10 @@ class RetrainOptions:
     overrides: list[str] = field(default_factory=list)  # TrainConfig overrides, e.g. optim.epochs=2
     workdir: Path | None = None
     promote: bool = True
+    # shadow: a challenger that passes the gate goes to shadow on live traffic (serving.rollout),
+    # and the routers promote it on reviewed evidence (router.promotion); direct: the gate promotes
+    # it at once (benchmarks that measure something else than the rollout)
+    promotion: Literal["shadow", "direct"] = "shadow"
     seed: int = 42
 
 
@@ -288,24 +295,37 @@ def _retrain(
         version = registry.register(
             result.output_dir, parent=champion.version, alias="challenger", note=f"retrain: {reason}"
         )
-        promoted = False
-        if passed and opts.promote:
+        promoted = shadowed = False
+        if passed and opts.promote and opts.promotion == "direct":
             promoted = registry.promote_if_champion(version.version, champion.version)
             if not promoted:
                 reason = f"the champion changed during the retrain (was {champion.version}): not promoted"
+        elif passed and opts.promote:
+            shadowed, why = _start_shadow(registry, version.version, reason)
+            reason = f"{reason}; {why}"
         report.update(
             challenger=version.version,
             promoted=promoted,
+            shadow=shadowed,
             retrain_seconds=round(time.perf_counter() - started, 1),
         )
 
         # 7. Decision report.
         _write_report(version.path, report)
-        outcome = Outcome.PROMOTED if promoted else Outcome.NOT_PROMOTED
+        outcome = Outcome.PROMOTED if promoted else Outcome.SHADOW if shadowed else Outcome.NOT_PROMOTED
         return RetrainDecision(outcome, reason, report, version.version)
     finally:
         if opts.workdir is None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _start_shadow(registry: Registry, version: str, reason: str) -> tuple[bool, str]:
+    """Put a challenger that passed the gate in shadow (serving.rollout); (done, what happened)."""
+    try:
+        start_shadow(registry, version, by="retrain", reason=f"passed the offline gate: {reason}")
+    except RolloutConflict as err:
+        return False, f"not put in shadow: {err}"
+    return True, "in shadow: the routers promote it on reviewed live evidence"
 
 
 def _plan_intents(

@@ -1,7 +1,8 @@
 """`switchboard retrain`: train a challenger from logged feedback and promote it through the gate.
 
 Exit codes (for cron / Kubernetes CronJobs): 0 promoted, 10 not promoted (the gate said no),
-11 nothing to do (too little feedback), 2 bad input or a failed step (the champion is untouched).
+11 nothing to do (too little feedback), 12 in shadow (passed the gate; the routers decide on live
+traffic), 2 bad input or a failed step (the champion is untouched).
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ import typer
 
 from router.cli._common import DEFAULT_REGISTRY, ProgressOpt, RegistryOpt, fail, quiet_libraries, user_errors
 from serving.taxonomy import PENDING_MIN_EXAMPLES
+
+
+class Promotion(StrEnum):
+    shadow = "shadow"
+    direct = "direct"
 
 
 class StartFrom(StrEnum):
@@ -73,6 +79,14 @@ def retrain(
         ),
     ] = 0,
     dry_run: Annotated[bool, typer.Option(help="Register the challenger but never promote.")] = False,
+    promotion: Annotated[
+        Promotion,
+        typer.Option(
+            case_sensitive=False,
+            help="shadow: a challenger that passes the gate goes to shadow on live traffic and the "
+            "routers promote it on reviewed evidence (exit 12); direct: the gate promotes it (exit 0).",
+        ),
+    ] = Promotion.shadow,
     progress: ProgressOpt = True,
     overrides: Annotated[
         list[str] | None, typer.Argument(help="Training overrides, e.g. optim.epochs=2")
@@ -106,6 +120,7 @@ def retrain(
                 self_train_teachers=self_train_teachers,
                 overrides=list(overrides or []),
                 promote=not dry_run,
+                promotion=cast(Literal["shadow", "direct"], promotion.value),
             ),
             feedback,
             traffic=traffic,
