@@ -126,7 +126,8 @@ def test_dashboard_has_the_panels_the_operators_need() -> None:
     titles = {p["title"] for p in board["panels"]}
     for needed in (
         "Requests by status", "Latency p50 / p99 by endpoint", "Routes", "Fallbacks by reason",
-        "Confidence heatmap", "Live accuracy per model version", "Reviewed agreement by intent", "Intent-mix drift",
+        "Confidence heatmap", "Live accuracy per model version", "Reviewed agreement by intent",
+        "Intent-mix drift",
         "Confidence drift", "Feedback", "Escalations", "Request log", "Model version",
         "Model reloads", "Event-loop lag p99",
     ):  # fmt: skip
