@@ -69,22 +69,32 @@ class ChampionWatch:
             await asyncio.sleep(self.interval_s)
             await self.check()
 
+    async def follow_rollout(self) -> None:
+        """Follow the registry's rollout; with `rollout_auto`, decide on its evidence, and follow
+        again at once when that changed it (a promoted challenger is adopted, not reloaded)."""
+        for _ in range(2):
+            try:
+                rollout = await asyncio.to_thread(read_rollout, self.registry)
+            except (RegistryError, OSError) as err:
+                log.error("registry watch: cannot read the rollout, keeping the current one: %s", err)
+                return
+            async with self.rt.change_lock:
+                await self.rt.rollout.follow(rollout, self.registry)
+            if self.controller is None or rollout is None:
+                return
+            try:
+                decision = await self.controller.tick()
+            except Exception as err:  # a database hiccup: decide at the next look
+                log.warning("rollout decision postponed: %s: %s", type(err).__name__, err)
+                return
+            if decision is None or decision.action == "wait":
+                return
+
     async def check(self) -> str | None:
         """One look at the registry: the rollout first (a challenger loaded, dropped, or adopted
         as champion: router.shadow), then the champion alias; swaps when the champion moved.
         Returns the version swapped to."""
-        try:
-            rollout = await asyncio.to_thread(read_rollout, self.registry)
-        except (RegistryError, OSError) as err:
-            log.error("registry watch: cannot read the rollout, keeping the current one: %s", err)
-        else:
-            async with self.rt.change_lock:
-                await self.rt.rollout.follow(rollout, self.registry)
-            if self.controller is not None and rollout is not None:
-                try:
-                    await self.controller.tick()
-                except Exception as err:  # a database hiccup: decide at the next look
-                    log.warning("rollout decision postponed: %s: %s", type(err).__name__, err)
+        await self.follow_rollout()
         try:
             champion = await asyncio.to_thread(_champion, self.registry)
         except (RegistryError, OSError) as err:
@@ -105,8 +115,12 @@ class ChampionWatch:
                 self.seen, self._failures = champion, 0  # e.g. an admin rollback loaded it already
                 return None
             try:
-                target = await asyncio.to_thread(self.registry.get, champion)
-                await self.rt.swap(target.path)
+                loaded = self.rt.rollout.take(champion)  # promoted by another replica: adopt it
+                if loaded is not None:
+                    await self.rt.adopt(loaded)
+                else:
+                    target = await asyncio.to_thread(self.registry.get, champion)
+                    await self.rt.swap(target.path)
             except Exception as err:
                 self._failures += 1
                 backoff = min(self.interval_s * 2**self._failures, MAX_BACKOFF_S)

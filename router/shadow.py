@@ -191,6 +191,16 @@ class LiveRollout:
         self.state = state
         self.rt.metrics.set_rollout(state)
 
+    def take(self, version: str) -> LoadedModel | None:
+        """Hand over the loaded challenger when it is `version` (it became the champion); the
+        rollout here ends with it."""
+        second = self.second
+        if second is None or second.info.version != version:
+            return None
+        self.second = self.state = None
+        self.rt.metrics.set_rollout(None)
+        return second
+
     async def _close(self, model: LoadedModel) -> None:
         try:
             async with asyncio.timeout(self.rt.settings.request_timeout_s + 5.0):

@@ -33,6 +33,7 @@ class FakeEngine:
         self.gate: asyncio.Event | None = None
         self.calls = 0
         self.closed = False
+        self.keywords = dict(KEYWORDS)
 
     async def classify(self, texts: Sequence[str]) -> np.ndarray:
         self.calls += 1
@@ -46,7 +47,7 @@ class FakeEngine:
             self.batch_size_observer(len(texts))
         rows = []
         for text in texts:
-            hit = next((i for word, i in KEYWORDS.items() if word in text.lower()), None)
+            hit = next((i for word, i in self.keywords.items() if word in text.lower()), None)
             if hit is None:
                 rows.append([0.4, 0.35, 0.15, 0.1])
             else:
@@ -73,15 +74,20 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
 
 @asynccontextmanager
 async def serving(
-    settings: Settings, engine: FakeEngine | None = None, *, wait: bool = True
+    settings: Settings,
+    engine: FakeEngine | None = None,
+    *,
+    wait: bool = True,
+    engine_factory: Callable[[Settings], Any] | None = None,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan running, an httpx client on it, the fake model loaded."""
+    """The app with its lifespan running, an httpx client on it, the fake model loaded (or the
+    engines `engine_factory` opens for each model directory)."""
     engine = engine or FakeEngine()
 
     async def factory(_: Settings) -> FakeEngine:
         return engine
 
-    app = build_app(settings, engine_factory=factory)
+    app = build_app(settings, engine_factory=engine_factory or factory)
     async with app.router.lifespan_context(app):
         # like uvicorn: an unhandled error is answered (500 JSON) and then logged, not raised here
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
