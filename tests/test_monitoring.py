@@ -18,6 +18,7 @@ import yaml
 from support.fakes import Scrape, make_settings, run, serving
 
 from router import live_accuracy
+from serving.rollout import Rollout
 
 REPO = Path(__file__).resolve().parents[1]
 PROMETHEUS = REPO / "deploy" / "prometheus"
@@ -91,7 +92,7 @@ def test_every_alert_has_a_firing_unit_test_a_runbook_and_a_severity() -> None:
         "SwitchboardRequestLogBacklog", "SwitchboardRequestLogSpilled",
         "SwitchboardFallbackRateRising", "SwitchboardLiveAccuracyFalling",
         "SwitchboardIntentMixDrift", "SwitchboardConfidenceDrift",
-        "SwitchboardEscalationCostOverBudget", "SwitchboardModelReloadFailed",
+        "SwitchboardEscalationCostOverBudget", "SwitchboardModelReloadFailed", "SwitchboardCanaryWorse",
     }  # fmt: skip
     assert set(alerts()) == expected
 
@@ -110,7 +111,12 @@ def test_rules_and_dashboard_name_only_series_the_router_exports(tmp_path: Path)
             routed = await client.post("/v1/route", json={"text": "my bill"})
             feedback = {"request_id": routed.json()["request_id"], "correct_intent": "no_signal"}
             assert (await client.post("/v1/feedback", json=feedback)).status_code == 201
-            await live_accuracy.refresh(client.app.state.runtime)  # type: ignore[attr-defined]
+            rt = client.app.state.runtime  # type: ignore[attr-defined]
+            await live_accuracy.refresh(rt)
+            # series that exist only during a rollout (tests/test_rollout.py drives a real one)
+            rt.metrics.set_rollout(Rollout("canary", "v0003", "v0002", 0.1))
+            rt.metrics.version_errors.labels("v0003").inc()
+            rt.metrics.shadow_answers.labels("v0003", "agree").inc()
             return Scrape((await client.get("/metrics")).text)
 
     exported = {s.name for s in run(scrape()).samples}

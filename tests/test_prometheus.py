@@ -129,6 +129,13 @@ def feedback(client: httpx.Client, results: list[dict[str, Any]], labels: list[s
         assert response.status_code == 201, response.text
 
 
+# Rules and panels with data only during a live rollout (or after engine failures): their
+# expressions are checked by promtool's unit tests (deploy/prometheus/tests/rollout.yaml) and the
+# metric names by tests/test_monitoring.py
+ROLLOUT_ONLY_RULES = {"switchboard:canary_live_accuracy_high", "switchboard:version_errors:ratio_rate10m"}
+ROLLOUT_ONLY_PANELS = {"Rollout", "Shadow agreement and shed work", "Engine failures by version"}
+
+
 def panel_queries() -> list[tuple[str, str]]:
     board = json.loads(DASHBOARD.read_text())
     return [(p["title"], t["expr"]) for p in board["panels"] for t in p.get("targets", [])]
@@ -189,15 +196,18 @@ def test_real_prometheus_scrapes_records_and_alerts(router_model: Path, tmp_path
             time.sleep(3)  # a few evaluations at 1.0 in the day average
 
             # every recording rule has a value
-            missing = {name for name in recording_rules() if not prom.query(name)}
+            rules = [name for name in recording_rules() if name not in ROLLOUT_ONLY_RULES]
+            missing = {name for name in rules if not prom.query(name)}
             if missing:  # rates need two scrapes of the traffic: give them a little more time
                 time.sleep(5)
-                missing = {name for name in recording_rules() if not prom.query(name)}
+                missing = {name for name in rules if not prom.query(name)}
             assert missing == set()
 
             # every panel's query runs and returns data
             empty = []
             for title, expr in panel_queries():
+                if title in ROLLOUT_ONLY_PANELS:
+                    continue
                 concrete = expr.replace("$job", "switchboard").replace("$__rate_interval", "1m")
                 if not prom.query(concrete):
                     empty.append((title, concrete))

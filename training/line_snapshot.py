@@ -178,7 +178,7 @@ def ensure_lineage(
         config.model.base_model = str(old.get("base_model", config.model.base_model))
     lineage = snapshot_line(registry_root, config, dataset=dataset, base_model=base_model)
     write_lineage(model_dir, lineage)
-    log.info("lineage of %s migrated into the registry: %s", model_dir, lineage["dataset"])
+    log.debug("the line of %s is stored in the registry: %s", model_dir, lineage["dataset"])
     return lineage
 
 

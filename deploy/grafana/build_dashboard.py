@@ -395,6 +395,56 @@ def build() -> dict[str, Any]:
         ),
         w=12,
     )
+    lay.row("Rollout (shadow, canary)")
+    lay.add(
+        {
+            "type": "table",
+            "title": "Rollout",
+            "description": "The rollout every replica follows: stage, challenger, champion, canary share.",
+            "datasource": DS,
+            "targets": [
+                target(
+                    f"max by (stage, challenger, champion, share) (switchboard_rollout_info{J})", fmt="table"
+                )
+            ],
+            "transformations": [
+                {"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True}}},
+            ],
+        },
+        w=8,
+    )
+    rate = "[$__rate_interval]"
+    agree = 'switchboard_shadow_answers_total{job=~"$job", verdict="agree"}'
+    lay.add(
+        timeseries(
+            "Shadow agreement and shed work",
+            [
+                target(
+                    f"sum by (model_version) (rate({agree}{rate}))"
+                    f" / sum by (model_version) (rate(switchboard_shadow_answers_total{J}{rate}))",
+                    "agreement {{model_version}}",
+                ),
+                target(
+                    f"sum(rate(switchboard_shadow_shed_total{J}{rate}))"
+                    f" / sum(rate(switchboard_routed_queries_total{J}{rate}))",
+                    "shed share",
+                ),
+            ],
+            "percentunit",
+            "How often the model in shadow agrees with the answer sent; the share of queries whose "
+            "shadow work was shed.",
+        ),
+        w=8,
+    )
+    lay.add(
+        timeseries(
+            "Engine failures by version",
+            [target("switchboard:version_errors:ratio_rate10m" + J, "{{model_version}}")],
+            "percentunit",
+            "Engine failures and timeouts per query, by model version (a canary past 2% alerts).",
+        ),
+        w=8,
+    )
     return {
         "uid": UID,
         "title": "Switchboard router",
