@@ -364,7 +364,11 @@ def main() -> int:
         )
         # 5. a corrupted challenger, forced past the gate
         with httpx.Client(base_url=base, timeout=60) as client:
-            champion_now = rollout_status(client)["served_by_this_replica"]["champion"]
+            status = rollout_status(client)
+            if status["rollout"] is not None:  # undecided within --max-minutes: reported, then ended
+                better["undecided"] = status["rollout"]
+                client.post("/v1/admin/rollout/stop", json={"reason": "benchmark: time is up"}, headers=AUTH)
+            champion_now = status["served_by_this_replica"]["champion"]
         corrupted_dir = work / "corrupted"
         shuffled = corrupt(registry / "versions" / champion_now, corrupted_dir, 0.2, args.seed)
         rc, _ = cli(["models", "register", str(corrupted_dir), "-r", str(registry)], log)
