@@ -146,7 +146,11 @@ class Runtime:
         the new model and of the old one.
         """
         async with self._swap_lock:
-            settings = self.settings.model_copy(update={"model_dir": model_dir})
+            update: dict[str, Any] = {"model_dir": model_dir}
+            if self.settings.engine == "remote" and self.settings.engine_served_model:
+                # the server must serve the new version: a swap waits for its own server to roll
+                update["engine_served_model"] = Path(model_dir).resolve().name
+            settings = self.settings.model_copy(update=update)
             try:
                 new = await self.open_model(settings)
             except Exception:
@@ -371,6 +375,7 @@ async def open_configured_engine(settings: Settings) -> Engine:
         settings.model_dir,
         kind=settings.engine,
         url=settings.engine_url,
+        served_model=settings.engine_served_model,
         dtype=settings.dtype,
         eager=settings.eager,
         # a little over ours, so a slow request is our 504, not the engine's error (503)

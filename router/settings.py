@@ -111,6 +111,16 @@ class Settings(BaseSettings):
     review_session_hours: float = Field(12.0, gt=0, le=720, description="A /review sign-in lasts this long.")
     engine: Literal["local", "remote"] = Field("local", description="In-process vLLM or remote.")
     engine_url: str | None = Field(None, description="`vllm serve` base URL (remote engine).")
+    engine_served_model: str | None = Field(
+        None,
+        description="Remote engine: the model name the server must serve (its --served-model-name, the "
+        "registry version); checked before it answers a customer. Unset: not checked.",
+    )
+    challenger_engine_url: str | None = Field(
+        None,
+        description="Remote engine: the `vllm serve` of a rollout's challenger (it must serve the "
+        "challenger's version as its model name); unset: no rollout with the remote engine.",
+    )
     dtype: str = Field("auto", description="vLLM dtype: auto | float32 | bfloat16 | float16.")
     eager: bool = Field(False, description="vLLM enforce_eager: faster start, slower steady state.")
     max_num_seqs: int | None = Field(None, ge=1, description="vLLM scheduler batch cap.")

@@ -26,7 +26,7 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Sequence
-from time import perf_counter, time
+from time import monotonic, perf_counter, time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from router.loaded_model import LoadedModel
@@ -58,6 +58,8 @@ class Host(Protocol):
 
 log = logging.getLogger(__name__)
 
+RETRY_S = 30.0  # a challenger that failed to load is tried again this often while its rollout runs
+
 
 def canary_slot(key: Any, share: float) -> bool:
     """Is a caller with this key in the canary's share? The same key always gets the same answer
@@ -75,6 +77,7 @@ class LiveRollout:
         self.pending = 0  # shadow calls in flight
         self._tasks: set[asyncio.Task[None]] = set()
         self._failed: str | None = None  # the challenger version that failed to load
+        self._failed_at = 0.0
         # queries sent to each version's engine here, and how many failed (the canary's error rate)
         self.calls: Counter[str] = Counter()
         self.failures: Counter[str] = Counter()
@@ -156,7 +159,12 @@ class LiveRollout:
             self.second = None
             champion = (await asyncio.to_thread(registry.aliases)).get("champion")
             model = self.rt.model
-            if champion == second.info.version and (model is None or model.info.version != champion):
+            adoptable = self.rt.settings.engine == "local"  # remote: the champion's own server follows
+            if (
+                adoptable
+                and champion == second.info.version
+                and (model is None or model.info.version != champion)
+            ):
                 await self.rt.adopt(second)  # promoted: the loaded challenger serves, no reload
                 log.info("rollout: the challenger %s is the champion now", champion)
             else:
@@ -169,14 +177,26 @@ class LiveRollout:
             await self._close(second)
             second = None
         if second is None:
-            if self._failed == state.challenger:
-                return  # failed to load once: the next rollout (or a restart) tries again
+            if self._failed == state.challenger and monotonic() - self._failed_at < RETRY_S:
+                return  # failed to load: tried again every RETRY_S (a remote engine may be starting)
             try:
                 target = await asyncio.to_thread(registry.get, state.challenger)
                 settings = self.rt.settings.model_copy(update={"model_dir": target.path})
+                if settings.engine == "remote":  # the challenger's own `vllm serve`, serving it
+                    if not settings.challenger_engine_url:
+                        raise ValueError("the remote engine needs challenger_engine_url for a rollout")
+                    settings = settings.model_copy(
+                        update={
+                            "engine_url": settings.challenger_engine_url,
+                            "engine_served_model": state.challenger,
+                        }
+                    )
                 second = await self.rt.open_model(settings)
             except Exception as err:
-                self._failed = state.challenger
+                retried = self._failed == state.challenger
+                self._failed, self._failed_at = state.challenger, monotonic()
+                if retried:
+                    return  # logged and recorded the first time
                 self.rt.metrics.rollout_load_failures.inc()
                 reason = f"{type(err).__name__}: {err}"
                 log.error("rollout: challenger %s failed to load, the champion serves alone: %s",
@@ -193,9 +213,10 @@ class LiveRollout:
 
     def take(self, version: str) -> LoadedModel | None:
         """Hand over the loaded challenger when it is `version` (it became the champion); the
-        rollout here ends with it."""
+        rollout here ends with it. Local engines only: a remote challenger's server is the
+        rollout's, and the champion's own server is rolled to the new version instead."""
         second = self.second
-        if second is None or second.info.version != version:
+        if second is None or second.info.version != version or self.rt.settings.engine != "local":
             return None
         self.second = self.state = None
         self.rt.metrics.set_rollout(None)

@@ -20,6 +20,7 @@ async def open_engine(
     timeout_s: float = 30.0,
     engine_overrides: dict[str, Any] | None = None,
     gpu_memory_utilization: float | None = None,
+    served_model: str | None = None,
 ) -> Engine:
     """Open the engine for `model_dir`.
 
@@ -29,6 +30,8 @@ async def open_engine(
     max length and routes (only its config files are needed), and nothing is contacted until
     `ready()`/`classify()`. `timeout_s` bounds each `classify` call in both.
     `engine_overrides` are extra vLLM engine arguments for the local engine (e.g. `max_num_seqs`).
+    `served_model`: remote only, the model name the server must serve (checked before the first
+    classification answers; a different one is an `EngineError` naming both).
     `gpu_memory_utilization`: the local engine's share of GPU memory (default
     `serving.local.HOT_SWAP_GPU_SHARE`: champion, challenger and a hot swap fit).
     """
@@ -52,5 +55,5 @@ async def open_engine(
             raise ValueError("the remote engine needs the vLLM server url")
         from serving.remote import RemoteEngine
 
-        return RemoteEngine(info, url, timeout_s=timeout_s)
+        return RemoteEngine(info, url, timeout_s=timeout_s, served_model=served_model)
     raise ValueError(f"unknown engine kind {kind!r}; expected 'local' or 'remote'")

@@ -15,7 +15,9 @@ batches them with everyone else's. Texts are truncated server-side to `info.max_
 
 The router still reads the model directory locally (`ModelInfo`: labels, max length, routes):
 the server only answers with probability vectors. The request names no model, so the server
-uses the one it serves; `ready()` checks that it has as many classes as the local label map.
+uses the one it serves; `ready()` checks that it has as many classes as the local label map, and
+with `served_model` the first call checks the server's model name (`--served-model-name`, the
+registry version): a rollout's challenger engine must serve the challenger.
 """
 
 from __future__ import annotations
@@ -45,8 +47,13 @@ class RemoteEngine:
         *,
         timeout_s: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,  # tests: httpx.MockTransport
+        served_model: str | None = None,
     ) -> None:
         self.info = info
+        # the server must name this model in GET /v1/models (its --served-model-name): checked once,
+        # before the first classification, so a server still serving another version answers nobody
+        self.served_model = served_model
+        self._served_checked = served_model is None
         self.url = url.rstrip("/")
         # the server's scheduler batches; nothing here can see its steps, so this is never called
         self.batch_size_observer: BatchSizeObserver | None = None
@@ -59,7 +66,24 @@ class RemoteEngine:
             transport=transport,
         )
 
+    async def check_served_model(self) -> None:
+        """`EngineError` unless the server serves `served_model` (GET /v1/models)."""
+        body = await self._request("GET", "/v1/models")
+        try:
+            served = [str(m["id"]) for m in body["data"]]
+        except (KeyError, TypeError) as err:
+            raise EngineError(
+                f"remote vLLM at {self.url} sent an unexpected /v1/models answer: {err}"
+            ) from None
+        if self.served_model not in served:
+            raise EngineError(
+                f"remote vLLM at {self.url} serves {', '.join(served) or 'nothing'}, not {self.served_model}"
+            )
+        self._served_checked = True
+
     async def classify(self, texts: Sequence[str]) -> np.ndarray:
+        if not self._served_checked:
+            await self.check_served_model()
         n_labels = len(self.info.labels)
         if not texts:
             return np.zeros((0, n_labels), dtype=np.float32)

@@ -365,7 +365,16 @@ def test_the_router_settings_load_from_its_environment(monkeypatch: pytest.Monke
     served = [a for a in vllm["args"] if not a.startswith("-")]
     assert served == ["/models/registry/versions/$(MODEL_VERSION)"]
     assert "--runner=pooling" in vllm["args"]
-    assert settings.registry_poll_s == 0, "routers on the remote engine must not follow the champion alone"
+    # the routers follow the registry (rollouts, the champion), but their engine must serve the
+    # version: a new champion is served once switchboard-vllm is rolled to it, never before
+    assert settings.registry_poll_s > 0
+    assert settings.engine_served_model == version
+    challenger = re.fullmatch(r"http://([a-z0-9-]+):(\d+)", settings.challenger_engine_url or "")
+    assert challenger, settings.challenger_engine_url
+    assert selects(
+        one("Service", challenger[1])["spec"]["selector"],
+        one("Deployment", "switchboard-vllm-challenger")["spec"]["template"]["metadata"]["labels"],
+    )
 
 
 def test_secrets_volumes_and_env_references_resolve() -> None:
@@ -389,7 +398,7 @@ def test_secrets_volumes_and_env_references_resolve() -> None:
                 elif ref:
                     assert ref.get("optional") is True, f"{name}: {var['name']} needs a secret nobody creates"
             for arg in c.get("args", []):
-                for ref in re.findall(r"\$\((\w+)\)", arg):
+                for ref in re.findall(r"(?<!\$)\$\((\w+)\)", arg):  # $$(...) is the shell's, escaped
                     assert ref in defined, f"{name}: an argument uses $({ref})"
             for mount in c.get("volumeMounts", []):
                 assert mount["name"] in volumes, f"{name}: mount {mount['name']}"
@@ -451,7 +460,12 @@ def test_autoscalers_scale_on_the_routers_in_flight_gauge() -> None:
         kind: {r["name"]["as"]: re.match(r"(\w+)", r["seriesQuery"])[1] for r in adapter[kind]}  # type: ignore[index]
         for kind in ("custom", "external")
     }
-    deployments = {o["metadata"]["name"] for o in objects() if o["kind"] == "Deployment"}
+    # every Deployment that answers customers scales; a rollout's challenger engine is one pod
+    deployments = {
+        o["metadata"]["name"]
+        for o in objects()
+        if o["kind"] == "Deployment" and o["metadata"]["name"] != "switchboard-vllm-challenger"
+    }
     hpas = [o for o in objects() if o["kind"] == "HorizontalPodAutoscaler"]
     assert {h["spec"]["scaleTargetRef"]["name"] for h in hpas} == deployments
     for hpa in hpas:
