@@ -232,6 +232,26 @@ def per_version(answers: list[tuple[float, str, bool]]) -> dict[str, dict[str, f
     return {v: {"answers": len(r), "accuracy": round(sum(r) / len(r), 4)} for v, r in out.items()}
 
 
+def shadow_accuracy(database_url: str, truth: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Per version: how the answers it gave in shadow (nobody got them) would have scored."""
+    from sqlalchemy import select
+
+    from router.store import create_db_engine
+    from router.store.models import requests, shadow_answers
+
+    engine = create_db_engine(database_url)
+    query = select(shadow_answers.c.model_version, shadow_answers.c.intent, requests.c.text).join(
+        requests, requests.c.id == shadow_answers.c.request_id
+    )
+    scores: dict[str, list[bool]] = {}
+    with engine.connect() as conn:
+        for version, intent, text in conn.execute(query):
+            if text in truth:
+                scores.setdefault(version, []).append(intent == truth[text])
+    engine.dispose()
+    return {v: {"answers": len(s), "accuracy": round(sum(s) / len(s), 4)} for v, s in sorted(scores.items())}
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -255,12 +275,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
             )
         for event in run["events"]:
             ax.axvline(event["t"], color="grey", ls=":", lw=1)
-            ax.text(event["t"], 0.02, f" {event['event']}", rotation=90, va="bottom", fontsize=8)
+            ax.text(event["t"], 0.52, f" {event['event']} ", rotation=90, va="bottom", ha="right", fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("seconds of traffic")
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0.5, 1)
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="upper left", fontsize=8)
     axes[0].set_ylabel(f"accuracy of answers served ({result['window_s']:.0f} s windows)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -280,7 +300,21 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "promotion")
     parser.add_argument("--train-override", action="append", default=[])
     parser.add_argument("--quick", action="store_true", help="smoke run: writes no results or docs")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="re-read the results and the run's store; redraw, rewrite docs",
+    )
     args = parser.parse_args()
+    if args.report_only:
+        result = json.loads(RESULTS.read_text())
+        result["shadow_served_would_have"] = shadow_accuracy(
+            f"sqlite:///{args.work / 'store.db'}", load(args.dataset).truth
+        )
+        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        plot(result, PICTURE)
+        write_docs(result)
+        return 0
 
     data = load(args.dataset)
     work = args.work
@@ -398,6 +432,7 @@ def main() -> int:
     result["window_s"] = window
     bad_version = bad["version"]
     result["corrupted"]["customer_answers"] = bad["served"].get(bad_version, {}).get("answers", 0)
+    result["shadow_served_would_have"] = shadow_accuracy(database_url, data.truth)
     out = RESULTS if not args.quick else work / "promotion.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     plot(result, PICTURE if not args.quick else work / "promotion-timeline.png")
@@ -443,10 +478,18 @@ def write_docs(result: dict[str, Any]) -> None:
             f"- Served accuracy, better challenger's run: {served(better)}.",
             f"- Corrupted challenger: customers answered by it: **{bad['customer_answers']}**; served "
             f"{served(bad)}; intents shuffled: {', '.join(bad['intents_shuffled'])}.",
+            "- Answers given in shadow, scored against the truth (nobody got them): "
+            + ", ".join(
+                f"{v}: {s['accuracy']:.2%} of {s['answers']:,}"
+                for v, s in result.get("shadow_served_would_have", {}).items()
+            )
+            + f" ({bad['version']} is the corrupted one).",
             f"- Failed requests: {better['failed_requests']} and {bad['failed_requests']} "
             f"(of {better['requests']:,} and {bad['requests']:,}).",
             f"- Router + engines resident memory: {result['memory_gib_champion_only']} GiB with the champion "
             f"alone, peak {better['peak_memory_gib']} GiB with a challenger beside it.",
+            "",
+            *([f"- Load: {result['load_note']}"] if result.get("load_note") else []),
             "",
             "![promotion timeline](images/promotion-timeline.png)",
         ]

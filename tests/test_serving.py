@@ -390,3 +390,26 @@ def test_close_stops_engine_processes(local_engine: Engine, loop: asyncio.Abstra
     with pytest.raises(EngineError, match="closed"):
         loop.run_until_complete(local_engine.classify(["hello"]))
     loop.run_until_complete(local_engine.close())  # idempotent
+
+
+def test_remote_engine_answers_only_when_it_serves_the_expected_version(tmp_path: Path) -> None:
+    """A rollout's challenger server (or a champion server still rolling) must name the version."""
+    served = {"id": "v0001"}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"object": "list", "data": [served]})
+        return httpx.Response(200, json={"data": [{"index": 0, "probs": [1.0, 0.0, 0.0]}]})
+
+    async def go() -> None:
+        info = read_model_info(_fake_model_dir(tmp_path / "m"))
+        engine = RemoteEngine(
+            info, "http://vllm.test:8000", transport=httpx.MockTransport(handler), served_model="v0002"
+        )
+        with pytest.raises(EngineError, match="serves v0001, not v0002"):
+            await engine.classify(["a"])
+        served["id"] = "v0002"  # rolled
+        assert (await engine.classify(["a"])).shape == (1, 3)
+        await engine.close()
+
+    asyncio.run(go())

@@ -71,7 +71,7 @@ def audit_accuracy(engine: Engine, *, window: int = 500) -> dict[str, AccuracyEs
     latest: dict[str, tuple[str, bool]] = {}
     per_version: dict[str, list[bool]] = {}
     with engine.connect() as conn:
-        for version, request_id, agree in conn.execute(query).tuples():
+        for version, request_id, agree in conn.execute(query):
             if request_id in latest:  # superseded by a newer label of the same request
                 continue
             latest[request_id] = (version, bool(agree))

@@ -60,9 +60,9 @@ def paired_evidence(engine: Engine, *, challenger: str, champion: str, since: da
     )
     with engine.connect() as conn:
         latest: dict[str, tuple[str, str, str, str]] = {}
-        for request_id, served_version, served, shadow, label in conn.execute(reviewed).tuples():
+        for request_id, served_version, served, shadow, label in conn.execute(reviewed):
             latest[request_id] = (served_version, served, shadow, label)  # the newest label wins
-        grouped = conn.execute(counts).tuples().all()
+        grouped = conn.execute(counts).all()
     wins = losses = both = neither = 0
     for served_version, served, shadow, label in latest.values():
         challenger_says, champion_says = (
