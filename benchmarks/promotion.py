@@ -388,14 +388,8 @@ def main() -> int:
 
         # 4. the better challenger's rollout
         print("rollout of the retrained challenger ...")
-        better = drive_rollout(
-            server,
-            traffic_rows,
-            data.truth,
-            args,
-            until_events={"promoted", "rolled_back", "rejected"},
-            seed=1,
-        )
+        ended = {"promoted", "rolled_back", "rejected"}
+        better = drive_rollout(server, traffic_rows, data.truth, args, until_events=ended, seed=1)
         # 5. a corrupted challenger, forced past the gate
         with httpx.Client(base_url=base, timeout=60) as client:
             status = rollout_status(client)
@@ -411,14 +405,7 @@ def main() -> int:
         if rc or rc2:
             raise SystemExit(f"registering the corrupted challenger failed; see {log}")
         print(f"rollout of the corrupted challenger {version} ...")
-        bad = drive_rollout(
-            server,
-            traffic_rows,
-            data.truth,
-            args,
-            until_events={"promoted", "rolled_back", "rejected"},
-            seed=2,
-        )
+        bad = drive_rollout(server, traffic_rows, data.truth, args, until_events=ended, seed=2)
         bad.update(shuffled, version=version)
     finally:
         server.stop()

@@ -35,7 +35,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from serving.files import write_json_atomic
+from serving.files import fsync_tree, write_json_atomic
 
 LINEAGE_FILE = "lineage.json"  # in every registered version of a line
 LINEAGE_FORMAT = 2
@@ -63,21 +63,6 @@ def tree_digest(root: Path) -> str:
     return hashlib.sha256(json.dumps(entries, separators=(",", ":")).encode()).hexdigest()
 
 
-def _fsync_tree(root: Path) -> None:
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fd = os.open(dirpath, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def store_snapshot(registry_root: Path, kind: Kind, src: Path) -> str:
     """Copy the directory `src` into the registry's snapshots (once per content); its reference."""
     if kind not in KINDS:
@@ -93,7 +78,7 @@ def store_snapshot(registry_root: Path, kind: Kind, src: Path) -> str:
         final = parent / digest
         if final.is_dir():  # the same content is there already
             return f"{REGISTRY_REF}{kind}/{digest}"
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         os.rename(tmp, final)
         return f"{REGISTRY_REF}{kind}/{digest}"
     finally:

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from serving.files import fsync_dir as _fsync_dir
+from serving.files import fsync_tree as _fsync_tree
 from serving.files import write_json_atomic
 from serving.model_dir import FEWSHOT_FILE, VERSION_FILE, read_fewshot, read_model_info
 from serving.taxonomy import TAXONOMY_FILE, Changes, Taxonomy
@@ -76,27 +78,6 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
     if "oos_threshold" in metrics:
         out["oos_threshold"] = metrics["oos_threshold"]["threshold"]
     return out
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    """Flush every file and directory under `root` (and `root`) to disk: a rename published
-    after this cannot expose a version whose weights are still only in the page cache."""
-    for dirpath, _dirnames, filenames in os.walk(root):
-        for name in filenames:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(dirpath))
 
 
 def _read_json_object(path: Path, what: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
-from sqlalchemy import Connection, Engine, Row, exists, func, select
+from sqlalchemy import Connection, Engine, Row, Select, exists, func, select
 
 from router.store.db import create_db_engine
 from router.store.models import feedback, requests, shadow_answers
@@ -197,11 +197,7 @@ def review_queue(
     elif strategy == "shadow_disagreement":
         s = shadow_answers
         query = query.where(exists().where(s.c.request_id == r.c.id, s.c.intent != r.c.intent))
-    if since is not None:
-        query = query.where(r.c.created_at >= _utc(since))
-    for column, value in ((r.c.model_version, model_version), (r.c.route, route), (r.c.intent, intent)):
-        if value is not None:
-            query = query.where(column == value)
+    query = _filtered(query, since, model_version, route, intent)
     with _connected(engine_or_url) as engine, engine.connect() as conn:
         rows = conn.execute(query).all()  # newest first
         labelled = _labelled_texts(conn)
@@ -230,17 +226,30 @@ def _audit_queue(
         .order_by(r.c.created_at.desc(), r.c.id.desc())
         .limit(limit)
     )
-    if since is not None:
-        query = query.where(r.c.created_at >= _utc(since))
-    for column, value in ((r.c.model_version, model_version), (r.c.route, route), (r.c.intent, intent)):
-        if value is not None:
-            query = query.where(column == value)
+    query = _filtered(query, since, model_version, route, intent)
     with _connected(engine_or_url) as engine, engine.connect() as conn:
         rows = conn.execute(query).all()
     items = [_item(row) for row in rows]
     for item in items:
         item.request_ids.append(item.request_id)
     return items
+
+
+def _filtered(
+    query: Select[Any],
+    since: datetime | None,
+    model_version: str | None,
+    route: str | None,
+    intent: str | None,
+) -> Select[Any]:
+    """The review filters: created at or after `since`; version, route, intent equal."""
+    r = requests
+    if since is not None:
+        query = query.where(r.c.created_at >= _utc(since))
+    for column, value in ((r.c.model_version, model_version), (r.c.route, route), (r.c.intent, intent)):
+        if value is not None:
+            query = query.where(column == value)
+    return query
 
 
 def _labelled_texts(conn: Connection) -> set[str]:
