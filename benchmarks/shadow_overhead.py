@@ -5,7 +5,7 @@ Run:  python benchmarks/shadow_overhead.py [--registry runs/promotion/registry]
 
 In one run, on one router (in-process vLLM engines, request log in SQLite), closed-loop load from
 wrk on the Banking77 test texts, alternating shadow off and on (so drift in the machine hits both):
-- concurrency 8 (below the engine's capacity on 2 cores) and 32 (at capacity);
+- concurrency 2 and 8 (below the engine's capacity) and 32 (at capacity);
 - per point: customer req/s and p50/p99 with the champion alone, then with a challenger classifying
   in shadow (`shadow_share` 1), and the share of shadow work shed (`switchboard_shadow_shed_total`).
 Goal (issue 24): p99 with shadow on <= 1.10x off at concurrency 8; at capacity, throughput and p99
@@ -36,6 +36,7 @@ from router.devserver import DevServer  # noqa: E402
 RESULTS = REPO / "benchmarks" / "results" / "shadow_overhead.json"
 TOKEN = "shadow-overhead-benchmark-token"
 DURATION_S = 20
+CONCURRENCY = (2, 8, 32)  # 2: well below capacity on 2 cores; 32: at capacity
 
 
 def _counter(port: int, name: str) -> float:
@@ -92,7 +93,7 @@ def main() -> int:
         port = server.port
         url = f"http://127.0.0.1:{port}/v1/route"
         wrk(url, script, 8, 5)  # warm-up
-        for concurrency in (8, 32):
+        for concurrency in CONCURRENCY:
             for round_ in range(args.rounds):
                 for shadow in (False, True):
                     if shadow:
@@ -106,7 +107,11 @@ def main() -> int:
                     row = wrk(url, script, concurrency, DURATION_S)
                     shed = _counter(port, "switchboard_shadow_shed_total") - shed0
                     shadowed = _counter(port, "switchboard_shadow_answers_total") - answers0
-                    row.update(shadow=shadow, round=round_, shadow_shed=shed, shadow_answers=shadowed)
+                    # (off: the stopped rollout's series are gone, so no difference is read)
+                    row.update(
+                        shadow=shadow, round=round_, shadow_shed=shed if shadow else 0.0,
+                        shadow_answers=shadowed if shadow else 0.0,
+                    )  # fmt: skip
                     row["shed_share"] = (
                         round(shed / row["requests"], 4) if shadow and row["requests"] else 0.0
                     )
@@ -120,7 +125,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     summary = []
-    for concurrency in (8, 32):
+    for concurrency in CONCURRENCY:
         off = [r for r in rows if r["concurrency"] == concurrency and not r["shadow"]]
         on = [r for r in rows if r["concurrency"] == concurrency and r["shadow"]]
 
