@@ -12,9 +12,11 @@ was decided on (`serving.rollout`'s compare-and-set), so it happens once, whoeve
 - Canary, checked continuously, on the pairs since the canary began: rolled back when the
   challenger is significantly worse on reviewed pairs or on fallback pairs (the same anytime-
   valid test at ALPHA_ROLLBACK), or when its engine's error rate on this replica passes
-  `canary_max_error_rate` (after 50 answers). Promoted once it has given `canary_min_answers`
-  answers (all replicas, from the request log) and the reviewed pairs since the shadow began
-  still say promote, so the one error budget of the shadow decision covers the promotion too.
+  `canary_max_error_rate` (after 50 answers), or its median engine time per call passes
+  `canary_max_latency_ratio` times the champion's (after 100 calls of each; limits, not tests).
+  Promoted once it has given `canary_min_answers` answers (all replicas, from the request log)
+  and the reviewed pairs since the shadow began still say promote, so the one error budget of
+  the shadow decision covers the promotion too.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from sqlalchemy import Engine, func, select
 
 from router.sequential import ALPHA_ROLLBACK, SequentialTest
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MIN_ANSWERS_FOR_ERROR_RATE = 50
+MIN_CALLS_FOR_LATENCY = 100
 
 
 def _when(stamp: str) -> datetime:
@@ -74,6 +78,8 @@ def decide(
     max_error_rate: float,
     local_errors: float = 0.0,
     local_answers: float = 0.0,
+    latency: tuple[list[float], list[float]] = ([], []),
+    max_latency_ratio: float = 2.0,
 ) -> Decision:
     """The verdict on a rollout's evidence now (pure: reads the database, writes nothing)."""
     started = _when(state.started)
@@ -108,6 +114,12 @@ def decide(
         rate = local_errors / local_answers
         evidence["error_rate"] = {"errors": local_errors, "answers": local_answers, "limit": max_error_rate}
         return Decision("rolled_back", f"the canary's engine failed on {rate:.1%} of its queries", evidence)
+    slow = _latency_ratio(*latency)
+    if slow is not None:
+        evidence["latency"] = {"median_ratio": round(slow, 3), "limit": max_latency_ratio}
+        if slow > max_latency_ratio:
+            reason = f"the canary's engine takes {slow:.1f}x the champion's median time per call"
+            return Decision("rolled_back", reason, evidence)
     answers = canary_answers(db, state.challenger, since)
     evidence["canary_answers"] = answers
     if verdict == "reject":
@@ -117,6 +129,15 @@ def decide(
         reason = f"{answers} canary answers without a rollback signal, still better on reviewed pairs ({lr})"
         return Decision("promoted", reason, evidence)
     return Decision("wait", f"canary: {answers} of {min_answers} answers", evidence)
+
+
+def _latency_ratio(challenger: list[float], champion: list[float]) -> float | None:
+    """Median engine time per call, challenger over champion, on this replica since the canary
+    began (None under MIN_CALLS_FOR_LATENCY each)."""
+    if min(len(challenger), len(champion)) < MIN_CALLS_FOR_LATENCY:
+        return None
+    base = float(np.median(champion))
+    return float(np.median(challenger)) / base if base > 0 else None
 
 
 class PromotionController:
@@ -137,11 +158,14 @@ class PromotionController:
         if state is None or db is None:
             return None
         errors, answers = self._local(state.challenger)
+        times = self.rt.rollout.latencies
+        latency = (list(times.get(state.challenger, ())), list(times.get(state.champion, ())))
         s = self.rt.settings
         decision = await asyncio.to_thread(
             decide, state, db, test=self.test, rollback_test=self.rollback_test, canary_share=s.canary_share,
             min_answers=s.canary_min_answers, max_error_rate=s.canary_max_error_rate,
-            local_errors=errors, local_answers=answers,
+            local_errors=errors, local_answers=answers, latency=latency,
+            max_latency_ratio=s.canary_max_latency_ratio,
         )  # fmt: skip
         if decision.action == "wait":
             return decision

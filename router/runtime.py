@@ -251,7 +251,7 @@ class Runtime:
         self.metrics.engine_latency.observe(elapsed)
         self.metrics.version_engine_latency.labels(model.info.version).observe(elapsed)
         self.metrics.version_answers.labels(model.info.version).inc(len(texts))
-        self.rollout.count(model.info.version, len(texts), failed=False)
+        self.rollout.count(model.info.version, len(texts), failed=False, seconds=elapsed)
         scope[ENGINE_S] = elapsed
         return probs
 

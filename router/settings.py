@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     shadow_max_pending: int = Field(
         4, ge=1, description="Shadow engine calls in flight at most; past it shadow work is shed (counted)."
     )
+    shadow_batch_max: int = Field(
+        32, ge=1, description="Shadow texts sent to the engine in one call at most."
+    )
+    shadow_batch_wait_s: float = Field(
+        0.02, ge=0, description="A shadow text waits at most this long for others to share its engine call."
+    )
     shadow_shed_in_flight: int = Field(
         16, ge=1, description="Customer requests in flight from which shadow work is shed first."
     )
@@ -88,6 +94,12 @@ class Settings(BaseSettings):
     )
     canary_max_error_rate: float = Field(
         0.02, ge=0, le=1, description="A canary whose engine fails more often than this is rolled back."
+    )
+    canary_max_latency_ratio: float = Field(
+        2.0,
+        gt=1,
+        description="A canary whose median engine time per call passes this many times the "
+        "champion's (this replica, since the canary began) is rolled back.",
     )
     admin_token: SecretStr | None = Field(
         None,

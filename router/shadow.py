@@ -24,7 +24,7 @@ import asyncio
 import hashlib
 import logging
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from time import monotonic, perf_counter, time
 from typing import TYPE_CHECKING, Any, Protocol
@@ -58,6 +58,7 @@ class Host(Protocol):
 
 log = logging.getLogger(__name__)
 
+LATENCY_SAMPLES = 2000  # the newest engine-call times kept per version during a rollout
 RETRY_S = 30.0  # a challenger that failed to load is tried again this often while its rollout runs
 
 
@@ -76,16 +77,24 @@ class LiveRollout:
         self.second: LoadedModel | None = None  # the challenger, loaded
         self.pending = 0  # shadow calls in flight
         self._tasks: set[asyncio.Task[None]] = set()
+        # shadow texts waiting for a batch, per shadowing version, and the timers that send them
+        self._batches: dict[str, tuple[LoadedModel, list[str], list[Any]]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
         self._failed: str | None = None  # the challenger version that failed to load
         self._failed_at = 0.0
         # queries sent to each version's engine here, and how many failed (the canary's error rate)
         self.calls: Counter[str] = Counter()
         self.failures: Counter[str] = Counter()
+        # engine seconds per call of each version during a rollout (the canary's latency guard)
+        self.latencies: dict[str, deque[float]] = {}
 
-    def count(self, version: str, queries: int, *, failed: bool) -> None:
+    def count(self, version: str, queries: int, *, failed: bool, seconds: float | None = None) -> None:
+        """One engine call of `version` (live or shadow): its queries, whether it failed, its time."""
         self.calls[version] += queries
         if failed:
             self.failures[version] += queries
+        if seconds is not None and self.state is not None:
+            self.latencies.setdefault(version, deque(maxlen=LATENCY_SAMPLES)).append(seconds)
 
     # -- per request ------------------------------------------------------------------------
 
@@ -105,14 +114,39 @@ class LiveRollout:
         return model, None
 
     def shadow(self, other: LoadedModel, texts: Sequence[str], results: Sequence[Any]) -> None:
-        """Classify `texts` with `other` after the answers (`results`) are sent; shed when busy."""
+        """Classify `texts` with `other` after the answers (`results`) are sent; shed when busy.
+
+        Shadow texts are batched: they wait up to `shadow_batch_wait_s` for others, and go to the
+        engine together (at most `shadow_batch_max`): one engine call for many requests costs the
+        champion far less CPU or GPU time than one call each."""
         s, metrics = self.rt.settings, self.rt.metrics
         if self.pending >= s.shadow_max_pending or self.rt.in_flight > s.shadow_shed_in_flight:
             metrics.shadow_shed.inc(len(texts))
             return
+        batch = self._batches.setdefault(other.info.version, (other, [], []))
+        batch[1].extend(texts)
+        batch[2].extend(results)
+        if len(batch[1]) >= s.shadow_batch_max:
+            self._flush(other.info.version)
+        elif other.info.version not in self._timers:
+            loop = asyncio.get_running_loop()
+            self._timers[other.info.version] = loop.call_later(
+                s.shadow_batch_wait_s, self._flush, other.info.version
+            )
+
+    def _flush(self, version: str) -> None:
+        """Send one version's waiting shadow texts to its engine, as one call (off the request path)."""
+        timer = self._timers.pop(version, None)
+        if timer is not None:
+            timer.cancel()
+        other, texts, results = self._batches.pop(version, (None, [], []))
+        if other is None or not texts:
+            return
+        if other is not self.second and other is not self.rt.model:  # its rollout ended meanwhile
+            return
         self.pending += 1
         other.usage.acquire()  # a swap waits for this call before closing the engine
-        task = asyncio.get_running_loop().create_task(self._classify(other, list(texts), list(results)))
+        task = asyncio.get_running_loop().create_task(self._classify(other, texts, results))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -124,7 +158,7 @@ class LiveRollout:
             async with asyncio.timeout(self.rt.settings.request_timeout_s):
                 probs = await other.engine.classify(texts)
             seconds = perf_counter() - started
-            self.count(version, len(texts), failed=False)
+            self.count(version, len(texts), failed=False, seconds=seconds)
             metrics.version_engine_latency.labels(version).observe(seconds)
             decisions = other.policy.decide_batch(probs)
             now = time()
@@ -208,6 +242,8 @@ class LiveRollout:
                 return
             self.second = second
             log.info("rollout: %s loaded beside the champion (%s)", state.challenger, state.stage)
+        if self.state is None or (self.state.stage, self.state.challenger) != (state.stage, state.challenger):
+            self.latencies.clear()  # compared within one stage only
         self.state = state
         self.rt.metrics.set_rollout(state)
 
@@ -232,6 +268,10 @@ class LiveRollout:
 
     async def close(self) -> None:
         """At shutdown: wait briefly for shadow calls, then free the challenger."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        self._batches.clear()
         for task in list(self._tasks):
             task.cancel()
         second, self.second, self.state = self.second, None, None
