@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,10 +43,11 @@ log = logging.getLogger(__name__)
 
 MIN_ANSWERS_FOR_ERROR_RATE = 50
 MIN_CALLS_FOR_LATENCY = 100
+MIN_LATENCY_EXCESS_S = 0.005
 
 
 def _when(stamp: str) -> datetime:
-    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z")
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z").astimezone(UTC)
 
 
 def canary_answers(engine: Engine, challenger: str, since: datetime) -> int:
@@ -133,11 +134,14 @@ def decide(
 
 def _latency_ratio(challenger: list[float], champion: list[float]) -> float | None:
     """Median engine time per call, challenger over champion, on this replica since the canary
-    began (None under MIN_CALLS_FOR_LATENCY each)."""
+    began; None under MIN_CALLS_FOR_LATENCY calls each, or when the medians differ by less than
+    MIN_LATENCY_EXCESS_S (a ratio of two tiny times is noise, not a slow canary)."""
     if min(len(challenger), len(champion)) < MIN_CALLS_FOR_LATENCY:
         return None
-    base = float(np.median(champion))
-    return float(np.median(challenger)) / base if base > 0 else None
+    slow, base = float(np.median(challenger)), float(np.median(champion))
+    if base <= 0 or slow - base < MIN_LATENCY_EXCESS_S:
+        return None
+    return slow / base
 
 
 class PromotionController:

@@ -53,7 +53,8 @@ class Rollout:
 
 
 def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    """UTC, whatever the host's zone: the request log's times are UTC, and stages are compared with them."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime())
 
 
 def read_rollout(registry: Registry) -> Rollout | None:
