@@ -88,6 +88,7 @@ def settings_for(tmp_path: Path, **overrides: Any) -> Any:
         "review_ui": True,
         "review_tokens": {"alice": ALICE},
         "registry_dir": registry(tmp_path),
+        "audit_rate": 0.0,  # no request in the audit sample unless a test asks (it is random)
     }
     values.update(overrides)
     return make_settings(tmp_path, **values)
@@ -432,3 +433,27 @@ def test_review_tokens_from_the_environment(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("SWITCHBOARD_REVIEW_UI", "true")
     settings = make_settings(tmp_path)
     assert settings.review_ui and settings.review_tokens["alice"].get_secret_value() == ALICE
+
+
+def test_the_audit_queue_and_live_accuracy_in_the_header(tmp_path: Path, browser: Any) -> None:
+    """Every request audited: the audit queue offers each of them (the same text twice too), and a
+    label on one moves the header's live accuracy, with its interval and sample size."""
+    settings = settings_for(tmp_path, audit_rate=1.0)
+    with uvicorn_serving(settings, ScriptedEngine()) as base:
+        first = httpx.post(f"{base}/v1/route", json={"text": SURE}, timeout=10).json()
+        httpx.post(f"{base}/v1/route", json={"text": SURE}, timeout=10).raise_for_status()
+        context = browser.new_context(viewport={"width": 1000, "height": 900})
+        page = context.new_page()
+        sign_in(page, base, ADMIN)
+        expect(page.locator("#live-accuracy")).to_have_text("no audit labels yet")
+        page.goto(f"{base}/review?strategy=audit")
+        expect(page.locator("li.item", has_text=SURE)).to_have_count(2)  # no de-duplication
+        item = page.locator("li.item.current")
+        item.get_by_label("Another intent").fill(first["intent"])
+        item.get_by_role("button", name="Correct").click()
+        saved(page, first["intent"])
+        page.reload()
+        expect(page.locator("li.item", has_text=SURE)).to_have_count(1)  # its copy is still offered
+        expect(page.locator("#live-accuracy")).to_contain_text("100.0%")
+        expect(page.locator("#live-accuracy")).to_contain_text("90% interval) on 1 audit labels")
+        context.close()
