@@ -292,6 +292,7 @@ class RouterMetrics:
         self.reviewed_agreement.set(float("nan"))
         self.reviewed_agreement_samples.set(0)
         self._live_versions: set[str] = set()
+        self._version_children: dict[str, tuple[Counter, Histogram]] = {}
         self._request_children: dict[tuple[str, int], Counter] = {}
         self._latency_children = {e: self.request_latency.labels(e) for e in (*ENDPOINTS, OTHER)}
         self._routed_children: dict[str, Counter] = {}
@@ -321,8 +322,18 @@ class RouterMetrics:
             share = f"{state.share:g}" if state.stage == "canary" else "0"
             self.rollout_info.labels(state.stage, state.challenger, state.champion, share).set(1)
 
+    def observe_answers(self, version: str, queries: int, seconds: float) -> None:
+        """A customer-facing engine call of `version` (per request: its label children cached)."""
+        children = self._version_children.get(version)
+        if children is None:
+            children = (self.version_answers.labels(version), self.version_engine_latency.labels(version))
+            self._version_children[version] = children
+        children[0].inc(queries)
+        children[1].observe(seconds)
+
     def clear_version(self, version: str) -> None:
         """A version no longer served here: its per-version series go (bounded label sets)."""
+        self._version_children.pop(version, None)
         for metric in (self.version_answers, self.version_errors, self.version_engine_latency):
             with contextlib.suppress(KeyError):
                 metric.remove(version)

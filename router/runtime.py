@@ -249,8 +249,7 @@ class Runtime:
             model.usage.release()
         elapsed = perf_counter() - started
         self.metrics.engine_latency.observe(elapsed)
-        self.metrics.version_engine_latency.labels(model.info.version).observe(elapsed)
-        self.metrics.version_answers.labels(model.info.version).inc(len(texts))
+        self.metrics.observe_answers(model.info.version, len(texts), elapsed)
         self.rollout.count(model.info.version, len(texts), failed=False, seconds=elapsed)
         scope[ENGINE_S] = elapsed
         return probs
