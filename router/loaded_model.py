@@ -5,12 +5,15 @@ challenger (router.shadow)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 
 from router.escalation import Escalator
 from router.policy import Policy
 from serving.engine import Engine
 from serving.model_dir import ModelInfo
+
+log = logging.getLogger(__name__)
 
 
 class Usage:
@@ -47,3 +50,12 @@ class LoadedModel:
         if self.escalator is not None:
             await self.escalator.close()
         await self.engine.close()
+
+    async def close_when_drained(self, timeout_s: float) -> None:
+        """Wait (at most `timeout_s`) for the calls in flight on this model, then close it."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.usage.drained()
+        except TimeoutError:
+            log.warning("closing model %s with calls still in flight", self.info.version)
+        await self.close()

@@ -171,12 +171,7 @@ class Runtime:
         self._install(new)
         self.metrics.reloads.labels("ok").inc()
         if old is not None:
-            try:
-                async with asyncio.timeout(settings.request_timeout_s + 5.0):
-                    await old.usage.drained()
-            except TimeoutError:
-                log.warning("closing model %s with calls still in flight", old.info.version)
-            await old.close()
+            await old.close_when_drained(settings.request_timeout_s + 5.0)
             self.metrics.clear_version(old.info.version)
         # drop the old model, let the collector reach its objects, then freeze what serves
         # now; that one full collection (~0.45 s with vLLM in-process) pauses the event

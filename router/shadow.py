@@ -259,12 +259,7 @@ class LiveRollout:
         return second
 
     async def _close(self, model: LoadedModel) -> None:
-        try:
-            async with asyncio.timeout(self.rt.settings.request_timeout_s + 5.0):
-                await model.usage.drained()
-        except TimeoutError:
-            log.warning("closing challenger %s with shadow calls still in flight", model.info.version)
-        await model.close()
+        await model.close_when_drained(self.rt.settings.request_timeout_s + 5.0)
 
     async def close(self) -> None:
         """At shutdown: wait briefly for shadow calls, then free the challenger."""

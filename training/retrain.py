@@ -20,7 +20,6 @@ they were.
 from __future__ import annotations
 
 import copy
-import csv
 import hashlib
 import json
 import logging
@@ -52,7 +51,7 @@ from training.gate import (
     significantly_better,
     significantly_worse_than,
 )
-from training.line_snapshot import ensure_lineage, resolved_line
+from training.line_snapshot import ensure_lineage, resolved_line, write_split
 from training.modeling import load_classifier, model_labels
 from training.predict import predict_proba
 from training.self_training import pseudo_labels
@@ -202,10 +201,10 @@ def _retrain(
             report["self_training"] = {"teachers": [champion.version], **found.to_json()}
         data_dir = scratch / "data"
         feedback_rows = [(ex.text, ex.label) for ex in fb_train] * opts.feedback_weight
-        _write_split(data_dir / "train.csv", base.train, feedback_rows + pseudo)
+        write_split(data_dir / "train.csv", base.train, feedback_rows + pseudo)
         config.data.soft_targets = None  # a retrain's training data is its own
-        _write_split(data_dir / "validation.csv", base.validation, [])
-        _write_split(data_dir / "test.csv", base.test, [])
+        write_split(data_dir / "validation.csv", base.validation, [])
+        write_split(data_dir / "test.csv", base.test, [])
         _write_intents(data_dir, taxonomy, targets, base.routes)
 
         # 4. Challenger.
@@ -254,7 +253,7 @@ def _retrain(
                 ],
                 **found.to_json(),
             }
-            _write_split(data_dir / "train.csv", base.train, feedback_rows + found.examples)
+            write_split(data_dir / "train.csv", base.train, feedback_rows + found.examples)
         result = train(config, progress=progress)
         write_lineage(result.output_dir, lineage)
         trained = sorted(trained_before | {_text_key(ex.text) for ex in fb_train})
@@ -418,15 +417,6 @@ def _trained_feedback(model_dir: Path) -> set[str]:
     """Keys of the feedback texts this model and its ancestors were trained on (`_text_key`)."""
     path = model_dir / TRAINED_FEEDBACK_FILE
     return set(json.loads(path.read_text())) if path.is_file() else set()
-
-
-def _write_split(path: Path, split: Split, extra: list[tuple[str, str]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["text", "label"])
-        writer.writerows(zip(split.texts, split.labels, strict=True))
-        writer.writerows(extra)
 
 
 def _correct(
