@@ -222,3 +222,43 @@ def test_the_cronjob_reads_only_the_registry_and_the_database() -> None:
     assert env["SWITCHBOARD_REGISTRY_DIR"].startswith(f"{mount}/")
     assert set(env) <= {"SWITCHBOARD_REGISTRY_DIR", "HF_HUB_OFFLINE", "HOME"}, env  # no dataset dir
     assert any("switchboard retrain" in part for part in command)
+
+
+def _k8s_expand(text: str, env: dict[str, str]) -> str:
+    """What the kubelet hands the container: $(VAR) expanded from the container's env, $$ -> $."""
+    import re
+
+    return re.sub(r"\$\$|\$\((\w+)\)", lambda m: "$" if m[0] == "$$" else env.get(m[1], m[0]), text)
+
+
+def test_the_challenger_engine_pod_serves_the_rollouts_challenger_and_restarts_on_a_new_one(
+    tmp_path: Path,
+) -> None:
+    """deploy/kubernetes/vllm-challenger-deployment.yaml's own start script and liveness probe, run
+    by sh as the kubelet would (a stand-in `vllm` on PATH records how it was started)."""
+    manifest = REPO / "deploy" / "kubernetes" / "vllm-challenger-deployment.yaml"
+    deployment = next(d for d in load_all(manifest) if d["kind"] == "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    volume = tmp_path / "models"
+    (volume / "registry").mkdir(parents=True)
+    env = {e["name"]: e["value"].replace("/models", str(volume), 1) for e in container["env"]}
+    rollout = Path(env["ROLLOUT"])
+    rollout.write_text(json.dumps({"stage": "shadow", "challenger": "v0003", "champion": "v0002"}))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    started = tmp_path / "vllm-args"
+    (bin_dir / "vllm").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {started}\n')
+    (bin_dir / "vllm").chmod(0o755)
+    run_env = {**env, "PATH": f"{bin_dir}:/usr/bin:/bin"}
+    command = [*container["command"], *(_k8s_expand(a, env) for a in container["args"])]
+    done = subprocess.run(command, env=run_env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    args = started.read_text().splitlines()
+    assert args[:2] == ["serve", "/models/registry/versions/v0003"]
+    assert "--served-model-name=v0003" in args and "--runner=pooling" in args
+    probe = container["livenessProbe"]["exec"]["command"]
+    assert subprocess.run(probe, env=run_env, timeout=30).returncode == 0  # still the challenger
+    rollout.write_text(json.dumps({"stage": "shadow", "challenger": "v0004", "champion": "v0002"}))
+    assert subprocess.run(probe, env=run_env, timeout=30).returncode != 0  # a new one: restart
+    rollout.unlink()
+    assert subprocess.run(probe, env=run_env, timeout=30).returncode != 0  # rollout over: restart
