@@ -67,7 +67,10 @@ class ChampionWatch:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
-            await self.check()
+            try:
+                await self.check()
+            except Exception:  # never let one bad look end the watch: the replica would stop following
+                log.exception("registry watch: a look failed; looking again in %.1f s", self.interval_s)
 
     async def follow_rollout(self) -> None:
         """Follow the registry's rollout; with `rollout_auto`, decide on its evidence, and follow

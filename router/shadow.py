@@ -59,7 +59,10 @@ class Host(Protocol):
 log = logging.getLogger(__name__)
 
 LATENCY_SAMPLES = 2000  # the newest engine-call times kept per version during a rollout
-RETRY_S = 30.0  # a challenger that failed to load is tried again this often while its rollout runs
+# a challenger that failed to load is tried again while its rollout runs: after RETRY_MIN_S, then
+# twice as long each time, at most RETRY_MAX_S apart (a remote engine may be starting or busy)
+RETRY_MIN_S = 2.0
+RETRY_MAX_S = 60.0
 
 
 def canary_slot(key: Any, share: float) -> bool:
@@ -82,6 +85,7 @@ class LiveRollout:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._failed: str | None = None  # the challenger version that failed to load
         self._failed_at = 0.0
+        self._failures = 0  # consecutive failed loads of `_failed`
         # queries sent to each version's engine here, and how many failed (the canary's error rate)
         self.calls: Counter[str] = Counter()
         self.failures: Counter[str] = Counter()
@@ -186,11 +190,10 @@ class LiveRollout:
         """Bring this replica to `state` (read from the registry); see the module docstring."""
         second = self.second
         if state is None:
-            self.state = None
             self._failed = None
             if second is None:
+                self.state = None
                 return
-            self.second = None
             champion = (await asyncio.to_thread(registry.aliases)).get("champion")
             model = self.rt.model
             adoptable = self.rt.settings.engine == "local"  # remote: the champion's own server follows
@@ -199,9 +202,13 @@ class LiveRollout:
                 and champion == second.info.version
                 and (model is None or model.info.version != champion)
             ):
-                await self.rt.adopt(second)  # promoted: the loaded challenger serves, no reload
+                # promoted: the loaded challenger serves, no reload. The canary stage holds until
+                # it does, so a conversation the challenger answered never falls back meanwhile.
+                await self.rt.adopt(second)
+                self.state = self.second = None
                 log.info("rollout: the challenger %s is the champion now", champion)
             else:
+                self.state = self.second = None
                 await self._close(second)
                 self.rt.metrics.clear_version(second.info.version)
             self.rt.metrics.set_rollout(None)
@@ -211,8 +218,8 @@ class LiveRollout:
             await self._close(second)
             second = None
         if second is None:
-            if self._failed == state.challenger and monotonic() - self._failed_at < RETRY_S:
-                return  # failed to load: tried again every RETRY_S (a remote engine may be starting)
+            if self._failed == state.challenger and monotonic() - self._failed_at < self._retry_after():
+                return  # failed to load: tried again with a doubling back-off
             try:
                 target = await asyncio.to_thread(registry.get, state.challenger)
                 settings = self.rt.settings.model_copy(update={"model_dir": target.path})
@@ -228,9 +235,14 @@ class LiveRollout:
                 second = await self.rt.open_model(settings)
             except Exception as err:
                 retried = self._failed == state.challenger
+                self._failures = self._failures + 1 if retried else 1
                 self._failed, self._failed_at = state.challenger, monotonic()
-                if retried:
-                    return  # logged and recorded the first time
+                if retried:  # recorded the first time
+                    log.warning(
+                        "rollout: challenger %s still fails to load (try %d; next in %.0f s): %s: %s",
+                        state.challenger, self._failures, self._retry_after(), type(err).__name__, err,
+                    )  # fmt: skip
+                    return
                 self.rt.metrics.rollout_load_failures.inc()
                 reason = f"{type(err).__name__}: {err}"
                 log.error("rollout: challenger %s failed to load, the champion serves alone: %s",
@@ -240,12 +252,15 @@ class LiveRollout:
                     reason=reason,
                 )  # fmt: skip
                 return
-            self.second = second
+            self.second, self._failed, self._failures = second, None, 0
             log.info("rollout: %s loaded beside the champion (%s)", state.challenger, state.stage)
         if self.state is None or (self.state.stage, self.state.challenger) != (state.stage, state.challenger):
             self.latencies.clear()  # compared within one stage only
         self.state = state
         self.rt.metrics.set_rollout(state)
+
+    def _retry_after(self) -> float:
+        return float(min(RETRY_MIN_S * 2 ** max(self._failures - 1, 0), RETRY_MAX_S))
 
     def take(self, version: str) -> LoadedModel | None:
         """Hand over the loaded challenger when it is `version` (it became the champion); the

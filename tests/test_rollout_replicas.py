@@ -74,14 +74,19 @@ def _stage(url: str) -> dict[str, Any]:
     return dict(r.json()["served_by_this_replica"])
 
 
-def _converged(urls: list[str], expected: dict[str, Any]) -> float:
+def _converged(urls: list[str], expected: dict[str, Any], logs: list[Path]) -> float:
     started = time.monotonic()
     while time.monotonic() - started < CONVERGE_S:
         if all(_stage(u) == expected for u in urls):
             return time.monotonic() - started
         time.sleep(0.1)
+    tails = "\n".join(  # what the replicas said, without the request lines
+        f"--- {p.name}\n" + "\n".join([x for x in p.read_text().splitlines() if '"POST /v1/route' not in x
+                                        and '"GET /v1/admin' not in x][-15:])
+        for p in logs
+    )  # fmt: skip
     raise AssertionError(
-        f"replicas did not converge on {expected} in {CONVERGE_S} s: {[_stage(u) for u in urls]}"
+        f"replicas did not converge on {expected} in {CONVERGE_S} s: {[_stage(u) for u in urls]}\n{tails}"
     )
 
 
@@ -114,17 +119,18 @@ def test_two_replicas_follow_shadow_canary_and_promotion(minilm_model: Path, tmp
         routers = [Server(None, db, tmp_path / f"router-{i}", extra_env=env) for i in range(2)]
         try:
             urls = [r.ensure_running().base_url for r in routers]
+            logs = [r.log_path for r in routers]
             timings = {}
             with Load(urls) as load:
                 time.sleep(1)
                 start_shadow(registry, by="test")
                 timings["shadow"] = _converged(
-                    urls, {"champion": "v0001", "challenger": "v0002", "stage": "shadow"}
+                    urls, {"champion": "v0001", "challenger": "v0002", "stage": "shadow"}, logs
                 )
                 time.sleep(2)
                 start_canary(registry, 0.5, by="test")
                 timings["canary"] = _converged(
-                    urls, {"champion": "v0001", "challenger": "v0002", "stage": "canary"}
+                    urls, {"champion": "v0001", "challenger": "v0002", "stage": "canary"}, logs
                 )
                 time.sleep(3)
                 canary_versions = list(load.versions)
@@ -132,7 +138,7 @@ def test_two_replicas_follow_shadow_canary_and_promotion(minilm_model: Path, tmp
                 # remote layout: the champion's own server still serves v0001, so every replica keeps
                 # serving it (the served-model check refuses v0002 there) until it is rolled
                 timings["promoted"] = _converged(
-                    urls, {"champion": "v0001", "challenger": None, "stage": None}
+                    urls, {"champion": "v0001", "challenger": None, "stage": None}, logs
                 )
                 time.sleep(2)
             assert load.failed == [], load.failed[:5]
