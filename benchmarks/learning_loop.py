@@ -29,19 +29,16 @@ PNG in docs/images/ and the "Learning loop" section of docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import os
 import random
 import shlex
 import shutil
-import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,115 +48,15 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.loop_data import DEFAULT_SEED, Data, cli, load, per_intent, train_champion, write_dataset  # noqa: E402
 from benchmarks.markdown import machine_info, machine_line, replace_section  # noqa: E402
 from router.devserver import DevServer  # noqa: E402
 
 TOKEN = "learning-loop-benchmark-admin-token"
 BATCH = 64
 RESULTS = REPO / "benchmarks" / "results" / "learning_loop.json"
-DEFAULT_SEED = 42  # the headline run; other seeds repeat the cold start beside it
 DEFAULT_RECIPE = ["--feedback-weight", "1"]  # the headline's retrain; another recipe runs beside it
 CURVE = REPO / "docs" / "images" / "learning-loop-cold-start.png"
-
-
-# -- data ----------------------------------------------------------------------------------------
-
-
-@dataclass
-class Data:
-    name: str
-    train: list[tuple[str, str]]  # every labelled training example (train + validation splits)
-    test: list[tuple[str, str]]
-    routes: dict[str, str]
-    truth: dict[str, str] = field(default_factory=dict)  # text -> label, for the reviewer
-
-    @property
-    def labels(self) -> list[str]:
-        return sorted({y for _, y in self.train})
-
-
-def load(dataset: str) -> Data:
-    from training.data import load_dataset
-
-    ds = load_dataset(dataset)
-    rows = list(zip(ds.train.texts, ds.train.labels, strict=True))
-    if ds.validation is not None:
-        rows += list(zip(ds.validation.texts, ds.validation.labels, strict=True))
-    if ds.test is None:
-        raise SystemExit(f"{dataset}: needs a test split")
-    test = list(zip(ds.test.texts, ds.test.labels, strict=True))
-    data = Data(ds.name, rows, test, dict(ds.routes))
-    for text, label in rows + test:
-        data.truth.setdefault(text, label)
-    return data
-
-
-def per_intent(rows: list[tuple[str, str]], k: int, seed: int) -> tuple[list, list]:
-    """(k seeded examples of every intent, the rest in a seeded order)."""
-    by_label: dict[str, list[tuple[str, str]]] = {}
-    for row in rows:
-        by_label.setdefault(row[1], []).append(row)
-    rng = random.Random(seed)
-    chosen, rest = [], []
-    for label in sorted(by_label):
-        items = by_label[label][:]
-        rng.shuffle(items)
-        chosen += items[:k]
-        rest += items[k:]
-    rng.shuffle(rest)
-    return chosen, rest
-
-
-def write_dataset(directory: Path, train: list, test: list, routes: dict[str, str]) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("train.csv", train), ("test.csv", test)):
-        with (directory / name).open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["text", "label"])
-            writer.writerows(rows)
-    if routes:
-        import yaml
-
-        (directory / "routes.yaml").write_text(yaml.safe_dump({"routes": routes}, sort_keys=True))
-    return directory
-
-
-# -- the product, driven from outside -------------------------------------------------------------
-
-
-def cli(args: list[str], log: Path) -> tuple[int, float]:
-    """`switchboard ARGS` as a process; (exit code, seconds)."""
-    started = time.perf_counter()
-    with log.open("a") as fh:
-        fh.write(f"\n$ switchboard {' '.join(args)}\n")
-        fh.flush()
-        rc = subprocess.run(
-            [sys.executable, "-m", "router.cli", *args], stdout=fh, stderr=subprocess.STDOUT, cwd=REPO
-        ).returncode
-    return rc, time.perf_counter() - started
-
-
-def train_champion(data_dir: Path, out: Path, log: Path, overrides: list[str]) -> Path:
-    if (out / "metrics.json").is_file():
-        return out
-    rc, seconds = cli(
-        [
-            "train",
-            "-c",
-            "configs/minilm-cpu.yaml",
-            "-d",
-            str(data_dir),
-            "-o",
-            str(out),
-            "--no-progress",
-            *overrides,
-        ],
-        log,
-    )
-    if rc != 0:
-        raise SystemExit(f"training the champion failed (exit {rc}); see {log}")
-    print(f"  champion trained in {seconds / 60:.1f} min")
-    return out
 
 
 class Loop:
@@ -308,9 +205,14 @@ def per_intent_champion(
 ) -> tuple[Path, list, list]:
     """A champion trained (once) on `k` seeded examples per intent under `root`; its labelled rows
     and the rest of the training data (the traffic)."""
-    rows, traffic = per_intent(data.train, k, args.seed)
+    rows, rest = per_intent(data.train, k, args.seed)
+    # the line's own test split, which the retrain's gate reads, is carved (seeded) from the
+    # training pool: the official test split only reports (a promotion decided on the split the
+    # curve is reported on would bias the curve)
+    cut = round(len(rest) * args.gate_holdout)
+    holdout, traffic = rest[:cut], rest[cut:]
     champion = train_champion(
-        write_dataset(root / data_dir, rows, data.test, data.routes),
+        write_dataset(root / data_dir, rows, holdout, data.routes),
         root / "champion",
         root / "train.log",
         args.train_override,
@@ -384,6 +286,9 @@ def new_intents(data: Data, args: argparse.Namespace, work: Path) -> dict[str, A
     rng = random.Random(args.seed)
     new = sorted(rng.sample(data.labels, args.new_intents))
     old_train = [row for row in data.train if row[1] not in new]
+    random.Random(args.seed).shuffle(old_train)  # the line's test split (the gate's): carved, as above
+    cut = round(len(old_train) * args.gate_holdout)
+    old_holdout, old_train = old_train[:cut], old_train[cut:]
     if args.champion_per_intent:
         old_train, _ = per_intent(old_train, args.champion_per_intent, args.seed)
     new_pool = [row for row in data.train if row[1] in new]
@@ -391,7 +296,7 @@ def new_intents(data: Data, args: argparse.Namespace, work: Path) -> dict[str, A
     new_test = [row for row in data.test if row[1] in new]
     root = work / "new_intents"
     champion = train_champion(
-        write_dataset(root / "data", old_train, old_test, data.routes),
+        write_dataset(root / "data", old_train, old_holdout, data.routes),
         root / "champion",
         root / "train.log",
         args.train_override,
@@ -762,6 +667,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--seed-per-intent", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--gate-holdout", type=float, default=0.1,
+        help="share of the training pool (after the seed set) carved as the line's test split, "
+        "the gate's fixed holdout; the official test split is only reported",
+    )  # fmt: skip
     parser.add_argument("--labels-per-round", type=int, default=300)
     parser.add_argument("--new-intents", type=int, default=5)
     parser.add_argument("--labels-per-new-intent", type=int, default=20)

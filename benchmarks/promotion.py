@@ -45,7 +45,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.learning_loop import cli, load, per_intent, train_champion, write_dataset  # noqa: E402
+from benchmarks.loop_data import cli, load, per_intent, train_champion, write_dataset  # noqa: E402
 from benchmarks.markdown import machine_info, machine_line, replace_section  # noqa: E402
 from router.devserver import DevServer  # noqa: E402
 

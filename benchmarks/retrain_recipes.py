@@ -72,8 +72,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.learning_loop import DEFAULT_SEED as SEED  # noqa: E402  (its champion is shared)
-from benchmarks.learning_loop import load, per_intent, train_champion, write_dataset  # noqa: E402
+from benchmarks.loop_data import DEFAULT_SEED as SEED  # noqa: E402
+from benchmarks.loop_data import load, per_intent, train_champion, write_dataset  # noqa: E402
 from benchmarks.markdown import machine_info, replace_section  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "retrain_recipes.json"
