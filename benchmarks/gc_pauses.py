@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.markdown import machine_info, machine_line, replace_section  # noqa: E402
-from benchmarks.serve import _lua_script, wrk  # noqa: E402
+from benchmarks.wrk_load import lua_script, wrk  # noqa: E402
 from router.devserver import DevServer  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "gc_pauses.json"
@@ -177,7 +177,7 @@ def main() -> None:
     texts = load_dataset("banking77").test.texts  # type: ignore[union-attr]
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        script = _lua_script([json.dumps({"text": t}) for t in texts], workdir / "route.lua")
+        script = lua_script([json.dumps({"text": t}) for t in texts], workdir / "route.lua")
         variants = {
             name: measure(args.model_dir.resolve(), script, workdir, args.runs, no_freeze)
             for name, no_freeze in VARIANTS.items()

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.markdown import machine_info, machine_line, replace_section  # noqa: E402
-from benchmarks.serve import _histogram_buckets, _lua_script, _metrics, _quantile, wrk  # noqa: E402
+from benchmarks.wrk_load import histogram_buckets, lua_script, prometheus_text, quantile, wrk  # noqa: E402
 from router.devserver import DevServer  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "overload.json"
@@ -57,7 +57,7 @@ def endpoint_buckets(metrics_text: str, endpoint: str) -> dict[float, float]:
         for line in metrics_text.splitlines()
         if not line.startswith(LATENCY) or f'endpoint="{endpoint}"' in line
     )
-    return _histogram_buckets(kept, LATENCY)
+    return histogram_buckets(kept, LATENCY)
 
 
 def run(model_dir: Path, capacity: int, duration_s: int, texts: list[str], workdir: Path) -> dict[str, Any]:
@@ -66,14 +66,14 @@ def run(model_dir: Path, capacity: int, duration_s: int, texts: list[str], workd
     loads = []
     with server:
         port = server.port
-        script = _lua_script([json.dumps({"text": t}) for t in texts], workdir / "route.lua")
+        script = lua_script([json.dumps({"text": t}) for t in texts], workdir / "route.lua")
         url = f"http://127.0.0.1:{port}/v1/route"
         wrk(url, script, max(1, capacity // 2), 5)  # warm-up
         for factor in (1, 2):
             connections = factor * capacity
-            before = _metrics(port)
+            before = prometheus_text(port)
             row = wrk(url, script, connections, duration_s, allow_errors=True)
-            after = _metrics(port)
+            after = prometheus_text(port)
             s0, s1 = statuses(before, "/v1/route"), statuses(after, "/v1/route")
             counts = {k: int(s1[k] - s0.get(k, 0.0)) for k in s1 if s1[k] - s0.get(k, 0.0) > 0}
             b0, b1 = endpoint_buckets(before, "/v1/route"), endpoint_buckets(after, "/v1/route")
@@ -88,8 +88,8 @@ def run(model_dir: Path, capacity: int, duration_s: int, texts: list[str], workd
                     "refused_429_share": counts.get("429", 0) / total if total else 0.0,
                     "other_errors": total - admitted - counts.get("429", 0) + row["socket_errors"],
                     "admitted_per_s": admitted / duration_s,
-                    "admitted_p50_ms": round(1e3 * _quantile(b0, b1, 0.5), 2),
-                    "admitted_p99_ms": round(1e3 * _quantile(b0, b1, 0.99), 2),
+                    "admitted_p50_ms": round(1e3 * quantile(b0, b1, 0.5), 2),
+                    "admitted_p99_ms": round(1e3 * quantile(b0, b1, 0.99), 2),
                     "all_answers_p50_ms": row["p50_ms"],
                     "all_answers_p99_ms": row["p99_ms"],
                 }

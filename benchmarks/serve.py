@@ -19,12 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -32,100 +30,20 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.markdown import machine_info, replace_section  # noqa: E402
+from benchmarks.wrk_load import (  # noqa: E402
+    DURATION_S,
+    histogram_buckets,
+    lua_script,
+    max_bound,
+    prometheus_text,
+    quantile,
+    wrk,
+)
 from router.devserver import DevServer, free_port, wait_http  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "serve.json"
 CONCURRENCY = (1, 8, 32, 64)
-DURATION_S = 15
 BATCH = 32
-
-
-def _lua_script(bodies: list[str], path: Path) -> Path:
-    """wrk cycles through real request bodies (JSON in Lua long strings)."""
-    items = ",\n".join(f"[==[{b}]==]" for b in bodies)
-    path.write_text(
-        f"local bodies = {{\n{items}\n}}\nlocal i = 0\n"
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        "request = function()\n  i = i % #bodies + 1\n"
-        "  return wrk.format(nil, nil, nil, bodies[i])\nend\n"
-    )
-    return path
-
-
-def _ms(value: str) -> float:
-    number, unit = re.match(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]
-    return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
-
-
-def wrk(
-    url: str, script: Path, connections: int, duration_s: int = DURATION_S, *, allow_errors: bool = False
-) -> dict[str, Any]:
-    """One closed-loop wrk run: req/s (2xx and others together), p50/p99 of all answers, the
-    number of non-2xx answers and of requests; `allow_errors` False: any non-2xx is fatal."""
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency", "-s", str(script), url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if errors and not allow_errors:  # an error answers fast: counting it as throughput would be a lie
-        raise SystemExit(f"{url}: {errors.group(1)} non-2xx responses at concurrency {connections}")
-    return {
-        "concurrency": connections,
-        "req_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        "p50_ms": _ms(latency["50"]),
-        "p99_ms": _ms(latency["99"]),
-        "non_2xx": int(errors.group(1)) if errors else 0,
-        "requests": int(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
-        "socket_errors": sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out)),
-    }
-
-
-def _histogram_buckets(metrics_text: str, name: str) -> dict[float, float]:
-    """Cumulative bucket counts {le: count} of an unlabelled-enough histogram (summed over labels)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    buckets: dict[float, float] = {}
-    for family in text_string_to_metric_families(metrics_text):
-        if family.name != name:
-            continue
-        for sample in family.samples:
-            if sample.name.endswith("_bucket"):
-                le = float(sample.labels["le"])
-                buckets[le] = buckets.get(le, 0.0) + sample.value
-    return buckets
-
-
-def _quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
-    """Quantile of the observations between two snapshots, interpolated inside its bucket."""
-    edges = sorted(after)
-    counts = [after[e] - before.get(e, 0.0) for e in edges]
-    total = counts[-1]
-    target, lower, below = q * total, 0.0, 0.0
-    for edge, cum in zip(edges, counts, strict=True):
-        if cum >= target:
-            if edge == float("inf"):
-                return lower
-            return lower + (edge - lower) * (target - below) / max(cum - below, 1e-12)
-        lower, below = edge, cum
-    return lower
-
-
-def _max_bound(before: dict[float, float], after: dict[float, float]) -> float:
-    """Upper edge of the highest bucket that gained observations: the largest one is below it."""
-    bound, below = 0.0, 0.0
-    for edge in sorted(after):
-        cum = after[edge] - before.get(edge, 0.0)
-        if cum > below:
-            bound, below = edge, cum
-    return bound
-
-
-def _metrics(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-        return str(resp.read().decode())
 
 
 def offline_throughput(model_dir: Path, texts: list[str]) -> float:
@@ -146,24 +64,24 @@ def bench_router(model_dir: Path, texts: list[str], workdir: Path) -> dict[str, 
     server = DevServer(model_dir, database_url=f"sqlite:///{workdir / 'bench.db'}", cwd=REPO)
     with server:
         port = server.port
-        single = _lua_script([json.dumps({"text": t}) for t in texts], workdir / "route.lua")
+        single = lua_script([json.dumps({"text": t}) for t in texts], workdir / "route.lua")
         batch_bodies = [
             json.dumps({"texts": texts[i : i + BATCH]}) for i in range(0, len(texts) - BATCH, BATCH)
         ]
-        batched = _lua_script(batch_bodies, workdir / "batch.lua")
+        batched = lua_script(batch_bodies, workdir / "batch.lua")
         url = f"http://127.0.0.1:{port}/v1/route"
         wrk(url, single, 8, 5)  # warm-up
         runs = []
         overhead, lag = "switchboard_router_overhead_seconds", "switchboard_event_loop_lag_seconds"
         for c in CONCURRENCY:
-            before = _metrics(port)
+            before = prometheus_text(port)
             row = wrk(url, single, c)
-            after = _metrics(port)
-            o0, o1 = _histogram_buckets(before, overhead), _histogram_buckets(after, overhead)
-            row["router_overhead_p50_ms"] = round(1e3 * _quantile(o0, o1, 0.5), 3)
+            after = prometheus_text(port)
+            o0, o1 = histogram_buckets(before, overhead), histogram_buckets(after, overhead)
+            row["router_overhead_p50_ms"] = round(1e3 * quantile(o0, o1, 0.5), 3)
             # the event loop's longest stall in the run, as the bucket bound it fell under
-            l0, l1 = _histogram_buckets(before, lag), _histogram_buckets(after, lag)
-            row["loop_lag_max_ms"] = round(1e3 * _max_bound(l0, l1), 1)
+            l0, l1 = histogram_buckets(before, lag), histogram_buckets(after, lag)
+            row["loop_lag_max_ms"] = round(1e3 * max_bound(l0, l1), 1)
             runs.append(row)
             print(row, flush=True)
         batch = wrk(f"http://127.0.0.1:{port}/v1/route/batch", batched, 4)
@@ -179,7 +97,7 @@ def bench_naive(model_dir: Path, texts: list[str], workdir: Path) -> list[dict[s
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/livez", proc=proc)
-        script = _lua_script([json.dumps({"text": t}) for t in texts], workdir / "naive.lua")
+        script = lua_script([json.dumps({"text": t}) for t in texts], workdir / "naive.lua")
         wrk(f"http://127.0.0.1:{port}/v1/route", script, 8, 5)
         return [wrk(f"http://127.0.0.1:{port}/v1/route", script, c) for c in (1, 32)]
     finally:

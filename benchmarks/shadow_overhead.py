@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.markdown import machine_info, machine_line, replace_section  # noqa: E402
-from benchmarks.serve import _lua_script, wrk  # noqa: E402
+from benchmarks.wrk_load import lua_script, wrk  # noqa: E402
 from router.devserver import DevServer  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "shadow_overhead.json"
@@ -90,7 +90,7 @@ def main() -> int:
     server = DevServer(
         None, database_url=f"sqlite:///{work / 'log.db'}", env=env, log_path=work / "server.log"
     )
-    script = _lua_script([json.dumps({"text": t}) for t in texts], work / "route.lua")
+    script = lua_script([json.dumps({"text": t}) for t in texts], work / "route.lua")
     rows: list[dict[str, Any]] = []
     try:
         server.ensure_running()

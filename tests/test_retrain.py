@@ -21,10 +21,10 @@ from router.store.models import requests
 from router.store.queries import feedback_rows
 from serving.registry import Registry
 from training.feedback_data import FeedbackExample, FeedbackSet, resolve
-from training.gate import PairedComparison, compare
+from training.gate import PairedComparison, compare, decide
 from training.modeling import load_classifier
 from training.predict import predict_proba
-from training.retrain import Outcome, RetrainDecision, RetrainOptions, _gate, retrain
+from training.retrain import Outcome, RetrainDecision, RetrainOptions, retrain
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,7 +78,7 @@ def test_gate_rules() -> None:
         return compare(champ, chall)
 
     def gate(test: PairedComparison, fb: PairedComparison) -> tuple[bool, str, dict]:
-        return _gate({"test": test, "feedback_holdout": fb}, 0.005, 0.2)
+        return decide({"test": test, "feedback_holdout": fb}, 0.005, 0.2)
 
     better = paired(40, 0, 12)  # 12 of 12 discordant held-out examples favour the challenger
     assert gate(paired(1000, 3, 1), better)[0]  # a tie on test within the margin

@@ -112,3 +112,54 @@ def examples_needed(cmp: PairedComparison, alpha: float = ALPHA) -> int | None:
         else:
             lo = mid
     return int(-(-n * hi // 1))
+
+
+def decide(
+    comparisons: dict[str, PairedComparison], margin: float, holdout_fraction: float
+) -> tuple[bool, str, dict[str, Any]]:
+    """Promote only when the challenger is significantly better on held-out feedback *or* on the
+    test set (exact McNemar, one-sided; weighted Bonferroni: p < 0.04 on held-out feedback or
+    p < 0.01 on the test set, so the pair keeps alpha 0.05),
+    not significantly worse on held-out feedback, and not significantly worse than `-margin` on the
+    test set. Returns (passed, reason, evidence for the report)."""
+    test, held = comparisons["test"], comparisons["feedback_holdout"]
+    evidence: dict[str, Any] = {name: cmp.to_json() for name, cmp in comparisons.items()}
+    if test.n == 0:
+        return False, "no test texts left for the gate once feedback texts are left out", evidence
+    if significantly_worse_than(test, margin):
+        return (
+            False,
+            f"significantly worse on the test set: {test.difference:+.2%} "
+            f"(90% CI {test.ci_low:+.2%} to {test.ci_high:+.2%}, allowed: -{margin:.2%})",
+            evidence,
+        )
+    if held.n and held.p_worse < ALPHA:
+        return (
+            False,
+            f"significantly worse on held-out feedback: {held.difference:+.2%} "
+            f"(n={held.n}, p={held.p_worse:.3g})",
+            evidence,
+        )
+    on_test = (
+        f"test accuracy {test.difference:+.2%} "
+        f"(90% CI {test.ci_low:+.2%} to {test.ci_high:+.2%}, p={test.p_better:.2g})"
+    )
+    on_held = f"held-out feedback accuracy {held.difference:+.2%} (n={held.n}, p={held.p_better:.2g})"
+    if held.n and significantly_better(held, ALPHA_FEEDBACK):
+        return True, f"{on_held}, {on_test}", evidence
+    if significantly_better(test, ALPHA_TEST):
+        return True, f"{on_test}; {on_held}", evidence
+    needed = examples_needed(held, ALPHA_FEEDBACK) if held.n else None
+    if needed is None:
+        more = "more feedback of the same kind would not show it"
+    else:
+        extra_rows = max(1, round((needed - held.n) / holdout_fraction))
+        evidence["feedback_holdout"]["held_out_needed"] = needed
+        evidence["feedback_holdout"]["more_feedback_needed"] = extra_rows
+        more = f"about {extra_rows} more feedback rows at these rates would ({needed} held out)"
+    return (
+        False,
+        f"not significantly better on held-out feedback ({held.difference:+.2%}, n={held.n}, "
+        f"p={held.p_better:.3f}) or on the test set ({test.difference:+.2%}, p={test.p_better:.3f}); {more}",
+        evidence,
+    )
