@@ -54,6 +54,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
                 "head_learning_rate": 1e-3,
                 "head_init": "linear_probe",
             },
+            "contrastive": {"mode": "never"},  # tests/test_contrastive.py covers the stage
             "output_dir": str(root / "champion"),
         }
     )

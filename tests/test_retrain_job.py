@@ -71,6 +71,7 @@ def _train(data: Path, out: Path) -> Path:
         {
             "data": {"dataset": str(data)},
             "optim": {"max_steps": 12, "batch_size": 16, "head_init": "linear_probe"},
+            "contrastive": {"mode": "never"},  # tests/test_contrastive.py covers the stage
             "output_dir": str(out),
         }
     )

@@ -16,7 +16,10 @@ import pytest
 
 STEPS = 24
 BATCH = 16  # global: one process of 16, or two of 8
-COMMON = [f"optim.max_steps={STEPS}", "optim.head_init=linear_probe", "optim.seed=7", "data.seed=7"]
+COMMON = [
+    f"optim.max_steps={STEPS}", "optim.head_init=linear_probe", "optim.seed=7", "data.seed=7",
+    "contrastive.mode=never",  # the contrastive stage runs in one process only (training.train)
+]  # fmt: skip
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 

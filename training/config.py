@@ -108,12 +108,34 @@ class OptimSettings:
 
 
 @dataclass(config=_STRICT)
+class ContrastiveSettings:
+    """The contrastive stage before the head (training.contrastive): SetFit's first step. The
+    defaults were chosen on a validation pool carved from Banking77's training split (10 labelled
+    examples per intent; docs/BENCHMARKS.md, "Few-shot start"), never on a test split."""
+
+    # auto: on for a mean-pooled encoder trained from its pretrained weights (not a champion
+    # continued, optim.head_init=grow) in one process, when the train split's median intent has
+    # at most `max_per_intent` examples (few labels); off otherwise. always / never: forced
+    # ("on"/"off" would read as YAML booleans)
+    mode: Literal["auto", "always", "never"] = "auto"
+    max_per_intent: int = 32
+    # in_batch: (text, same-intent text) pairs, the batch's other intents as negatives
+    # (MultipleNegativesRankingLoss); pairs: SetFit's balanced pairs (CosineSimilarityLoss)
+    loss: Literal["pairs", "in_batch"] = "in_batch"
+    rounds: int = 4  # pairs per labelled text (one positive and, for `pairs`, one negative each)
+    epochs: float = 1.0
+    batch_size: int = 32
+    learning_rate: float = 2e-5
+
+
+@dataclass(config=_STRICT)
 class TrainConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     lora: LoraSettings = dataclasses.field(default_factory=LoraSettings)
     quantization: QuantizationSettings = dataclasses.field(default_factory=QuantizationSettings)
     data: DataSettings = dataclasses.field(default_factory=DataSettings)
     optim: OptimSettings = dataclasses.field(default_factory=OptimSettings)
+    contrastive: ContrastiveSettings = dataclasses.field(default_factory=ContrastiveSettings)
     output_dir: str = "runs/model"
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,10 +8,11 @@ The output directory holds the merged model (vLLM-loadable), its tokenizer and l
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from datasets import Dataset
@@ -26,6 +27,7 @@ from transformers import (
 )
 
 from training.config import TrainConfig, dump_config
+from training.contrastive import contrastive_body, wanted
 from training.data import IntentDataset, Split, load_configured
 from training.data.types import OOS_LABEL
 from training.evaluate import split_metrics, split_probabilities, write_evaluation
@@ -70,6 +72,20 @@ def train(config: TrainConfig, *, resume: str | bool | None = None, progress: bo
     # 2. Model: base (4-bit for qlora) + classification head; LP-FT head warm start, or the base
     #    classifier's head grown to these labels (retrain with new intents); LoRA.
     built = build_classifier(config.model, config.quantization, data.label_map)
+    contrastive = None
+    cs = config.contrastive
+    one_process = int(os.environ.get("WORLD_SIZE", "1")) == 1  # torchrun: not run (untested under DDP)
+    few_labels = wanted(cs.mode, cs.max_per_intent, built.pooling, data.train.labels)
+    from_pretrained = config.optim.head_init != "grow"  # not a champion continued (its body learnt)
+    if resume is None and one_process and from_pretrained and few_labels:
+        # 2a. few labels: SetFit's contrastive stage moves the body before any head is fit
+        contrastive = contrastive_body(
+            cast(torch.nn.Module, built.model.base_model), built.base_path,
+            data.train.texts, data.train.labels,
+            loss=cs.loss, rounds=cs.rounds, epochs=cs.epochs, batch_size=cs.batch_size,
+            learning_rate=cs.learning_rate, max_steps=config.optim.max_steps,
+            max_length=config.model.max_length, seed=config.optim.seed, progress=progress,
+        )  # fmt: skip
     growth = None
     if config.optim.head_init == "grow" and resume is None:
         growth = grow_head(
@@ -118,6 +134,7 @@ def train(config: TrainConfig, *, resume: str | bool | None = None, progress: bo
         **training_facts(config, data, train_output, train_seconds),
         "pooling": built.pooling,
         **({"head_growth": growth.to_json()} if growth is not None else {}),
+        **({"contrastive": contrastive.to_json()} if contrastive is not None else {}),
     }
     write_json(out / "metrics.json", metrics)
     write_model_card(out, config, data, metrics)

@@ -65,6 +65,7 @@ def build_weak_champion(root: Path) -> tuple[object, list[str]]:
         {
             "data": {"dataset": str(data)},
             "optim": {"max_steps": 24, "batch_size": 16, "learning_rate": 1e-4, "head_learning_rate": 1e-3},
+            "contrastive": {"mode": "never"},  # tests/test_contrastive.py covers the stage
             "output_dir": str(root / "champion"),
         }
     )
