@@ -286,8 +286,10 @@ def new_intents(data: Data, args: argparse.Namespace, work: Path) -> dict[str, A
     rng = random.Random(args.seed)
     new = sorted(rng.sample(data.labels, args.new_intents))
     old_train = [row for row in data.train if row[1] not in new]
-    random.Random(args.seed).shuffle(old_train)  # the line's test split (the gate's): carved, as above
-    cut = round(len(old_train) * args.gate_holdout)
+    # the line's test split (the gate's): carved as above, but only a tenth: this champion is
+    # trained on everything else, and the gate decides on the new intents' held-out feedback
+    random.Random(args.seed).shuffle(old_train)
+    cut = round(len(old_train) * 0.1)
     old_holdout, old_train = old_train[:cut], old_train[cut:]
     if args.champion_per_intent:
         old_train, _ = per_intent(old_train, args.champion_per_intent, args.seed)
@@ -668,9 +670,10 @@ def main() -> None:
     parser.add_argument("--seed-per-intent", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
-        "--gate-holdout", type=float, default=0.1,
+        "--gate-holdout", type=float, default=0.5,
         help="share of the training pool (after the seed set) carved as the line's test split, "
-        "the gate's fixed holdout; the official test split is only reported",
+        "the gate's fixed holdout (sized for 80%% power at a 1-point gain: benchmarks/gate_power.py); "
+        "the official test split is only reported",
     )  # fmt: skip
     parser.add_argument("--labels-per-round", type=int, default=300)
     parser.add_argument("--new-intents", type=int, default=5)
