@@ -15,7 +15,8 @@ Two splits, kept apart:
   trained model's `test.csv`, so `metrics.json` scores it; recipe choices read this one only.
 - the official test split: scored afterwards with `switchboard evaluate`, for reporting only.
 
-Resumable: a variant whose output has `metrics.json` and `official_test.json` is not run again.
+Resumable: a finished variant (its `<variant>.json` under `--work`) is not run again; the report
+covers every finished run under `--work`. `--per-intent 30` measures a larger start beside it.
 Results: benchmarks/results/few_shot.json, docs/images/few-shot.png and the "Few-shot start"
 section of docs/BENCHMARKS.md, beside published 10-shot results.
 """
@@ -53,12 +54,16 @@ GOALS = {"banking77": 87.5, "clinc150": 93.0}  # issue 25, on the official test 
 BUDGET_MIN = 10.0  # training minutes on 2 cores
 
 
+def _run_dir(dataset: str, per_intent: int, seed: int) -> str:
+    return f"{dataset}-seed{seed}" if per_intent == 10 else f"{dataset}-{per_intent}-per-intent-seed{seed}"
+
+
 def _load_now() -> float:
     return round(os.getloadavg()[0], 2)
 
 
 def run_variant(name: str, data: Any, seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    root = work / f"{data.name}-seed{seed}"
+    root = work / _run_dir(data.name, args.per_intent, seed)
     rows, rest = per_intent(data.train, args.per_intent, seed)
     pool = rest[:]
     random.Random(seed).shuffle(pool)
@@ -87,7 +92,7 @@ def run_variant(name: str, data: Any, seed: int, args: argparse.Namespace, work:
     test = json.loads((root / f"{name}-test" / "metrics.json").read_text())
     training = metrics["training"]
     result = {
-        "dataset": data.name,
+        "dataset": data.name if args.per_intent == 10 else f"{data.name}, {args.per_intent} per intent",
         "seed": seed,
         "variant": name,
         "labelled": len(rows),
@@ -218,7 +223,7 @@ def main() -> None:
         data = load(dataset)
         for seed in [int(s) for s in args.seeds.split(",")]:
             for name in args.variants.split(","):
-                done = args.work / f"{data.name}-seed{seed}" / f"{name}.json"
+                done = args.work / _run_dir(data.name, args.per_intent, seed) / f"{name}.json"
                 if args.report_only and not done.is_file():
                     continue
                 print(f"{data.name} seed {seed} {name} ...", flush=True)
@@ -226,6 +231,8 @@ def main() -> None:
                 runs.append(run_variant(name, data, seed, args, args.work))
                 print(f"  {headline(runs[-1]['official_test']):.2f}% on the official test "
                       f"({(time.perf_counter() - started) / 60:.1f} min)", flush=True)  # fmt: skip
+    # the report covers every finished run under --work (other datasets, seeds, sizes included)
+    runs = [json.loads(p.read_text()) for p in sorted(args.work.glob("*/*.json"))]
     if not runs:
         raise SystemExit("no finished runs to report")
     result = {

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from training.contrastive import balanced_pairs, positive_pairs, wanted
+from training.contrastive import balanced_pairs, positive_pairs, rounds_within, wanted
 
 TEXTS = ["a1", "a2", "a3", "b1", "b2", "c1", "c2", "c3", "c4"]
 LABELS = ["a", "a", "a", "b", "b", "c", "c", "c", "c"]
@@ -34,6 +34,13 @@ def test_balanced_pairs_have_one_positive_and_one_negative_per_text_and_round() 
 def test_a_lone_example_of_an_intent_gets_no_positive_pair() -> None:
     pairs = positive_pairs(["x", "y1", "y2"], ["x", "y", "y"], rounds=1, seed=0)
     assert sorted(pairs) == [("y1", "y2"), ("y2", "y1")]
+
+
+def test_more_texts_get_fewer_rounds_but_at_least_one() -> None:
+    assert rounds_within(4, 3200, 770, "in_batch") == 4  # a 10-shot Banking77 start: 3,080 pairs
+    assert rounds_within(4, 3200, 1490, "in_batch") == 2  # a cold start's third retrain
+    assert rounds_within(4, 3200, 770, "pairs") == 2  # a positive and a negative per text and round
+    assert rounds_within(4, 3200, 9000, "in_batch") == 1
 
 
 @pytest.mark.parametrize(

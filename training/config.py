@@ -123,6 +123,9 @@ class ContrastiveSettings:
     # (MultipleNegativesRankingLoss); pairs: SetFit's balanced pairs (CosineSimilarityLoss)
     loss: Literal["pairs", "in_batch"] = "in_batch"
     rounds: int = 4  # pairs per labelled text (one positive and, for `pairs`, one negative each)
+    # fewer rounds when there are more texts, at least one: the stage's time stays bounded (about
+    # 100 steps at batch 32; a cold-start retrain has twice the first champion's labels)
+    max_pairs: int = 3200
     epochs: float = 1.0
     batch_size: int = 32
     learning_rate: float = 2e-5

@@ -61,6 +61,13 @@ def wanted(mode: str, max_per_intent: int, pooling: str, labels: list[str]) -> b
     return counts[len(counts) // 2] <= max_per_intent
 
 
+def rounds_within(rounds: int, max_pairs: int, texts: int, loss: str) -> int:
+    """More labelled texts, fewer rounds (at least one): the stage's cost stays bounded when a
+    retrain brings twice the first champion's labels."""
+    per_round = texts * (2 if loss == "pairs" else 1)
+    return max(1, min(rounds, max_pairs // max(1, per_round)))
+
+
 def positive_pairs(texts: list[str], labels: list[str], rounds: int, seed: int) -> list[tuple[str, str]]:
     """(anchor, positive): every text with another text of its intent, `rounds` times over."""
     by_label: dict[str, list[str]] = defaultdict(list)
@@ -117,6 +124,7 @@ def contrastive_body(
     *,
     loss: ContrastiveLoss = "in_batch",
     rounds: int = 4,
+    max_pairs: int = 3200,
     epochs: float = 1.0,
     batch_size: int = 32,
     learning_rate: float = 2e-5,
@@ -126,7 +134,8 @@ def contrastive_body(
     progress: bool = True,
 ) -> ContrastiveResult:
     """Train `body` (a `BertModel`, changed in place) contrastively on the labelled texts;
-    `max_steps` > 0 caps the steps that `epochs` make (the training's smoke-run cap, `optim.max_steps`)."""
+    `max_steps` > 0 caps the steps that `epochs` make (the training's smoke-run cap, `optim.max_steps`);
+    `rounds` is lowered (to at least 1) so that there are at most about `max_pairs` pairs."""
 
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.losses import (
@@ -136,6 +145,7 @@ def contrastive_body(
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
 
     started = time.perf_counter()
+    rounds = rounds_within(rounds, max_pairs, len(texts), loss)
     model = _sentence_model(body, base_path, max_length)
     if loss == "pairs":
         first, second, score = balanced_pairs(texts, labels, rounds, seed)

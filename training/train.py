@@ -82,8 +82,8 @@ def train(config: TrainConfig, *, resume: str | bool | None = None, progress: bo
         contrastive = contrastive_body(
             cast(torch.nn.Module, built.model.base_model), built.base_path,
             data.train.texts, data.train.labels,
-            loss=cs.loss, rounds=cs.rounds, epochs=cs.epochs, batch_size=cs.batch_size,
-            learning_rate=cs.learning_rate, max_steps=config.optim.max_steps,
+            loss=cs.loss, rounds=cs.rounds, max_pairs=cs.max_pairs, epochs=cs.epochs,
+            batch_size=cs.batch_size, learning_rate=cs.learning_rate, max_steps=config.optim.max_steps,
             max_length=config.model.max_length, seed=config.optim.seed, progress=progress,
         )  # fmt: skip
     growth = None
