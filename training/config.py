@@ -91,7 +91,7 @@ class OptimSettings:
     select_best: bool = True  # keep the checkpoint best on validation macro-F1; false: the last
     # Both read the validation split, and on a small one its macro-F1 is noise: a cold start's
     # validation split of 77 texts (one per Banking77 intent) moves 1.3 points per text, stopped a
-    # retrain after 3 of 6 epochs and cost it 1.7 test points (docs/RETRAINING.md). Below this many
+    # retrain after 3 of 6 epochs and cost it 1.7 test points (docs/BENCHMARKS.md). Below this many
     # validation texts training runs its epochs and keeps the last weights.
     min_validation_for_selection: int = 500
     evals_per_epoch: int = 1

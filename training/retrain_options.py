@@ -47,7 +47,7 @@ class RetrainOptions:
     # challenger's own labelled data (the recipe, training seeds seed..seed+K-1) and their averaged
     # answers label it; then the challenger trains on both (K + 1 trainings). Banking77's cold
     # start, round 3, offline: 90.49% without, 91.49% with K = 3 at 0.9, 92.01% at 0.7; served
-    # through the product at 0.7 with K = 3: 92.18% (docs/RETRAINING.md).
+    # through the product at 0.7 with K = 3: 92.18% (docs/BENCHMARKS.md, "Retrain recipes").
     self_train_teachers: int = 0
     overrides: list[str] = field(default_factory=list)  # TrainConfig overrides, e.g. optim.epochs=2
     workdir: Path | None = None

@@ -14,9 +14,9 @@ distribution for every row: the soft rows' teacher distribution, the other rows'
 by `optim.label_smoothing` as the Trainer's own label smoother does. Validation and early
 stopping are unchanged.
 
-Measured on the Banking77 cold start (docs/RETRAINING.md), three teachers' distributions on every
-unlabelled query gave 91.62% at round 3, below their hard answers at confidence >= 0.7 (92.01%):
-`switchboard retrain` uses hard answers. This stays for the recipe replay
+Measured on the Banking77 cold start (docs/BENCHMARKS.md, "Retrain recipes"), three teachers'
+distributions on every unlabelled query gave 91.62% at round 3, below their hard answers at
+confidence >= 0.7 (92.01%): `switchboard retrain` uses hard answers. This stays for the recipe replay
 (`benchmarks/retrain_recipes.py --variants ensemble_distill`) and for training configs.
 """
 
