@@ -60,6 +60,7 @@ def minilm_model(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> 
         "model": {"method": "full", "max_length": 64},
         "data": {"dataset": str(sample_dir)},
         "optim": {"max_steps": 4, "batch_size": 16, "head_init": "linear_probe"},
+        "contrastive": {"mode": "never"},  # a served model, not the few-label recipe (test_contrastive)
         "output_dir": str(out),
     }
     train(build_config(config), progress=False)
@@ -77,6 +78,7 @@ def router_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         {
             "data": {"dataset": str(SAMPLE)},
             "optim": {"max_steps": 4, "head_init": "random"},
+            "contrastive": {"mode": "never"},  # as above
             "output_dir": str(out),
         }
     )

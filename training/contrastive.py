@@ -15,7 +15,10 @@ sentence-transformers trainer and its losses on the classifier's own body:
   negative: rare with dozens of intents). How the defaults were chosen, on a validation pool:
   benchmarks/contrastive_choice.py.
 
-Encoders only (mean pooling); the decoders' QLoRA recipe does not use it.
+After the stage, `switchboard train` keeps the linear probe fitted on the trained body as the
+head (`contrastive.fine_tune=false`, the default: SetFit's second stage, a logistic regression) or
+fine-tunes the whole classifier as its recipe says. Encoders only (mean pooling); the decoders'
+QLoRA recipe does not use it.
 """
 
 from __future__ import annotations

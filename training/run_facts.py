@@ -25,7 +25,9 @@ def is_first_process() -> bool:
 
 
 def training_facts(config: TrainConfig, data: IntentDataset, output: Any, seconds: float) -> dict[str, Any]:
-    """`output` is the trainer's `TrainOutput`; `seconds` the wall time from start to trained."""
+    """`output` is the trainer's `TrainOutput` (None: no fine-tuning ran, the head is the linear
+    probe on a contrastively trained body); `seconds` the wall time from start to trained."""
+    metrics = output.metrics if output is not None else {}
     return {
         "dataset": data.name,
         "dataset_fingerprint": data.fingerprint,
@@ -36,10 +38,10 @@ def training_facts(config: TrainConfig, data: IntentDataset, output: Any, second
         "validation_examples": len(data.validation),
         "test_examples": len(data.test) if data.test is not None else 0,
         "num_labels": len(data.label_map),
-        "train_loss": float(output.training_loss),
-        "global_steps": int(output.global_step),
-        "train_loop_seconds": round(float(output.metrics.get("train_runtime", 0.0)), 1),
-        "input_tokens_seen": int(output.metrics.get("num_input_tokens_seen", 0)),
+        "train_loss": float(output.training_loss) if output is not None else None,
+        "global_steps": int(output.global_step) if output is not None else 0,
+        "train_loop_seconds": round(float(metrics.get("train_runtime", 0.0)), 1),
+        "input_tokens_seen": int(metrics.get("num_input_tokens_seen", 0)),
         "train_seconds": round(seconds, 1),
         "peak_memory_mb": round(peak_memory_mb(), 1),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",

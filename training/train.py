@@ -99,7 +99,8 @@ def train(config: TrainConfig, *, resume: str | bool | None = None, progress: bo
             seed=config.optim.seed,
             progress=progress,
         )
-    if config.optim.head_init == "linear_probe" and resume is None:
+    head_only = contrastive is not None and not cs.fine_tune  # the probe is the head: SetFit
+    if (config.optim.head_init == "linear_probe" or head_only) and resume is None:
         linear_probe_init(
             built.model,
             built.tokenizer,
@@ -110,17 +111,21 @@ def train(config: TrainConfig, *, resume: str | bool | None = None, progress: bo
         )
     apply_lora(built, config.model, config.lora)
 
-    # 3. Train: best checkpoint on validation macro-F1, early stopping, resumable.
-    trainer = _trainer(config, built, data, out / "checkpoints", progress)
-    train_output = trainer.train(resume_from_checkpoint=resume)
+    # 3. Train: best checkpoint on validation macro-F1, early stopping, resumable (not after a
+    #    contrastive stage whose probe is the head: contrastive.fine_tune=false).
+    trained, train_output = built.model, None
+    if not head_only:
+        trainer = _trainer(config, built, data, out / "checkpoints", progress)
+        train_output = trainer.train(resume_from_checkpoint=resume)
+        trained = trainer.model  # type: ignore[assignment]
+        if not trainer.is_world_process_zero():
+            # under torchrun / accelerate launch (DDP) every process trains; the first one exports
+            # and evaluates alone (no collective calls follow), the others are done: no metrics here
+            return TrainResult(out, {})
     train_seconds = time.perf_counter() - started
-    if not trainer.is_world_process_zero():
-        # under torchrun / accelerate launch (DDP) every process trains; the first one exports and
-        # evaluates alone (no collective calls follow), the others are done: no metrics here
-        return TrainResult(out, {})
 
     # 4. Export: merge the adapter into 16/32-bit weights, save model + tokenizer + label map.
-    model = merged_model(built, trainer.model, config.model.method)  # type: ignore[arg-type]
+    model = merged_model(built, trained, config.model.method)
     save_model_dir(built, model, out)
     write_routes(data.routes, out)
     write_fewshot(data, out, seed=config.data.seed)  # the cascade's prompt examples
