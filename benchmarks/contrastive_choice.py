@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--per-intent", type=int, default=10)
     parser.add_argument("--pool", type=int, default=2000)
+    parser.add_argument("--first", type=int, default=len(VARIANTS), help="run only the first N variants")
     args = parser.parse_args()
 
     data = load(args.dataset)
@@ -91,7 +92,7 @@ def main() -> None:
         return torch.cat(out).numpy()
 
     results = []
-    for variant in VARIANTS:
+    for variant in VARIANTS[: args.first]:
         body.load_state_dict(pretrained)
         started = time.perf_counter()
         stage = None
@@ -116,7 +117,8 @@ def main() -> None:
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     se = 100 * (0.85 * 0.15 / len(pool)) ** 0.5
     lines = [
-        f"Command: `python benchmarks/contrastive_choice.py --dataset {data.name} --seed {args.seed}`. "
+        f"Command: `python benchmarks/contrastive_choice.py --dataset {data.name} --seed {args.seed}"
+        f"{f' --first {args.first}' if args.first < len(VARIANTS) else ''}`. "
         f"{machine_line(result['machine'])}",
         "",
         f"{args.per_intent} labelled examples per intent; a logistic regression on the frozen body's "
