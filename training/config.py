@@ -114,9 +114,9 @@ class ContrastiveSettings:
     examples per intent; docs/BENCHMARKS.md, "Few-shot start"), never on a test split."""
 
     # auto: on for a mean-pooled encoder trained from its pretrained weights (not a champion
-    # continued, optim.head_init=grow) in one process, when the train split's median intent has
-    # at most `max_per_intent` examples (few labels); off otherwise. always / never: forced
-    # ("on"/"off" would read as YAML booleans)
+    # continued, optim.head_init=grow; not 4-bit, method=qlora) in one process, when the train
+    # split's median intent has at most `max_per_intent` examples (few labels); off otherwise.
+    # always / never: forced ("on"/"off" would read as YAML booleans)
     mode: Literal["auto", "always", "never"] = "auto"
     max_per_intent: int = 32
     # in_batch: (text, same-intent text) pairs, the batch's other intents as negatives

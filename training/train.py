@@ -77,7 +77,8 @@ def train(config: TrainConfig, *, resume: str | bool | None = None, progress: bo
     one_process = int(os.environ.get("WORLD_SIZE", "1")) == 1  # torchrun: not run (untested under DDP)
     few_labels = wanted(cs.mode, cs.max_per_intent, built.pooling, data.train.labels)
     from_pretrained = config.optim.head_init != "grow"  # not a champion continued (its body learnt)
-    if resume is None and one_process and from_pretrained and few_labels:
+    full_weights = config.model.method != "qlora"  # a 4-bit body is not trained in full
+    if resume is None and one_process and from_pretrained and full_weights and few_labels:
         # 2a. few labels: SetFit's contrastive stage moves the body before any head is fit
         contrastive = contrastive_body(
             cast(torch.nn.Module, built.model.base_model), built.base_path,
