@@ -95,3 +95,11 @@ def test_the_stage_pulls_one_intent_together_in_a_real_minilm(loss: str, sample_
     per_text = 2 if loss == "pairs" else 1  # a positive and a negative, or a positive
     assert result.steps == 12 and result.pairs == 2 * per_text * len(texts)
     assert after >= before + 0.04, (before, after)  # measured: 0.78 -> 0.88 (in_batch), 0.85 (pairs)
+
+
+@pytest.mark.parametrize("when", [{"continued": True}, {"four_bit": True}, {"processes": 2}])
+def test_never_for_a_continued_champion_a_4bit_body_or_several_processes(when: dict) -> None:
+    labels = [f"i{k}" for k in range(5) for _ in range(10)]
+    assert wanted("auto", 32, "mean", labels) and wanted("always", 32, "mean", labels)
+    assert not wanted("auto", 32, "mean", labels, **when)
+    assert not wanted("always", 32, "mean", labels, **when)

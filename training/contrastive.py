@@ -52,11 +52,21 @@ class ContrastiveResult:
         return {"pairs": self.pairs, "steps": self.steps, "seconds": seconds, "loss": self.loss}
 
 
-def wanted(mode: str, max_per_intent: int, pooling: str, labels: list[str]) -> bool:
+def wanted(
+    mode: str,
+    max_per_intent: int,
+    pooling: str,
+    labels: list[str],
+    *,
+    continued: bool = False,
+    four_bit: bool = False,
+    processes: int = 1,
+) -> bool:
     """The default rule: on for a mean-pooled encoder whose median intent has at most
     `max_per_intent` labelled examples (few labels: where the stage measured a gain), else off;
-    `mode` always / never overrides it (always still needs a mean-pooled encoder)."""
-    if mode == "never" or pooling != "mean" or not labels:
+    `mode` always / never overrides it. Never for a champion continued (`continued`: its body has
+    learnt), a 4-bit body (not trained in full), or several processes (untested under DDP)."""
+    if mode == "never" or pooling != "mean" or not labels or continued or four_bit or processes > 1:
         return False
     if mode == "always":
         return True

@@ -74,11 +74,12 @@ def train(config: TrainConfig, *, resume: str | bool | None = None, progress: bo
     built = build_classifier(config.model, config.quantization, data.label_map)
     contrastive = None
     cs = config.contrastive
-    one_process = int(os.environ.get("WORLD_SIZE", "1")) == 1  # torchrun: not run (untested under DDP)
-    few_labels = wanted(cs.mode, cs.max_per_intent, built.pooling, data.train.labels)
-    from_pretrained = config.optim.head_init != "grow"  # not a champion continued (its body learnt)
-    full_weights = config.model.method != "qlora"  # a 4-bit body is not trained in full
-    if resume is None and one_process and from_pretrained and full_weights and few_labels:
+    few_labels = wanted(
+        cs.mode, cs.max_per_intent, built.pooling, data.train.labels,
+        continued=config.optim.head_init == "grow", four_bit=config.model.method == "qlora",
+        processes=int(os.environ.get("WORLD_SIZE", "1")),
+    )  # fmt: skip
+    if resume is None and few_labels:
         # 2a. few labels: SetFit's contrastive stage moves the body before any head is fit
         contrastive = contrastive_body(
             cast(torch.nn.Module, built.model.base_model), built.base_path,
