@@ -202,6 +202,33 @@ def test_uncertainty_orders_by_margin_and_leaves_labelled_and_textless_rows_out(
     assert texts(review_queue(url, limit=2)) == ["torn", "unsure"]
 
 
+def test_diverse_spreads_the_uncertainty_order_over_predicted_intents(url: str) -> None:
+    # a weak model is least sure about one confusable intent: margin order gives it the whole batch
+    confusable = [
+        rec(f"card {i}", intent="cancel_service", confidence=0.40 + i / 100, top2=0.39) for i in range(4)
+    ]
+    others = [
+        rec("bill a", intent="bill_explanation", confidence=0.6, top2=0.2),
+        rec("bill b", intent="bill_explanation", confidence=0.7, top2=0.1),
+        rec("plain", intent="no_signal", confidence=0.8, top2=0.1),
+        rec("Card 0!", intent="no_signal", confidence=0.9, top2=0.05, minutes=1),  # a copy of "card 0"
+    ]
+    write(url, [*confusable, *others])
+    assert texts(review_queue(url, limit=3)) == ["card 0", "card 1", "card 2"]
+    diverse = review_queue(url, strategy="diverse", limit=1000)
+    # round 1: each intent's least certain item, in margin order; round 2: the second ones; ...
+    assert texts(diverse) == ["card 0", "bill a", "plain", "card 1", "bill b", "card 2", "card 3"]
+    assert diverse[0].count == 2  # the copy joined its text's item, it took no place of its own
+    assert texts(review_queue(url, strategy="diverse", limit=3)) == ["card 0", "bill a", "plain"]
+
+
+def test_the_cli_offers_every_strategy_of_the_store() -> None:
+    from router.cli.review import Strategy
+    from router.store.queries import REVIEW_STRATEGIES
+
+    assert [s.value for s in Strategy] == list(REVIEW_STRATEGIES)
+
+
 def test_fallback_disagreement_random_and_the_filters(url: str) -> None:
     write(
         url,

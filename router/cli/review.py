@@ -28,8 +28,9 @@ EXPORT_COLUMNS = (
 )  # fmt: skip
 
 
-class Strategy(StrEnum):
+class Strategy(StrEnum):  # router.store.queries.ReviewStrategy's names (the CLI starts without the store)
     uncertainty = "uncertainty"
+    diverse = "diverse"
     fallback = "fallback"
     disagreement = "disagreement"
     random = "random"

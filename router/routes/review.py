@@ -56,7 +56,9 @@ async def review(
     strategy: Annotated[
         ReviewStrategy,
         Query(
-            description="uncertainty: smallest top-1 minus top-2 margin first; fallback: sent to "
+            description="uncertainty: smallest top-1 minus top-2 margin first; diverse: the "
+            "uncertainty order taken round-robin over the predicted intents (at most "
+            "ceil(limit / intents) of one intent); fallback: sent to "
             "the fallback route, newest first; disagreement: overruled by the escalation LLM, "
             "newest first; random: a seeded sample (the control group); audit: the random audit "
             "sample live accuracy is estimated from, exactly those; shadow_disagreement: the model "

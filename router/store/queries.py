@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import unicodedata
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,7 +24,9 @@ from sqlalchemy import Connection, Engine, Row, Select, exists, func, select
 from router.store.db import create_db_engine
 from router.store.models import feedback, requests, shadow_answers
 
-ReviewStrategy = Literal["uncertainty", "fallback", "disagreement", "random", "audit", "shadow_disagreement"]
+ReviewStrategy = Literal[
+    "uncertainty", "diverse", "fallback", "disagreement", "random", "audit", "shadow_disagreement"
+]
 REVIEW_STRATEGIES: tuple[str, ...] = get_args(ReviewStrategy)
 REVIEW_LIMIT_MAX = 1000
 SCAN_LIMIT = 50_000  # candidate rows a review query reads at most (the newest that match)
@@ -153,6 +156,11 @@ def review_queue(
 
     - `uncertainty`: smallest margin (top-1 minus top-2 probability) first; rows logged without
       a top-2 probability (before schema revision 0003, or a one-label model) last.
+    - `diverse`: the uncertainty order spread over the predicted intents: the least certain item
+      of every intent, those in margin order, then every intent's second, and so on. Plain margin
+      order fills a batch with the few intents a weak model confuses most; this takes at most
+      ceil(limit / intents) of one predicted intent (a per-intent cap, as cluster-margin sampling
+      caps each cluster: Citovsky et al. 2021).
     - `fallback`: requests the policy sent to the fallback route, newest first.
     - `disagreement`: requests the escalation LLM overruled (cascade mode), newest first.
     - `random`: a seeded random sample, the control group: each candidate is ranked by a hash of
@@ -203,11 +211,29 @@ def review_queue(
         labelled = _labelled_texts(conn)
     # a text a person has labelled once (on any of its requests) needs no second look
     candidates = [item for item in map(_item, rows) if normalise_text(item.text) not in labelled]
-    if strategy == "uncertainty":
+    if strategy in ("uncertainty", "diverse"):
         candidates.sort(key=lambda c: (c.margin is None, c.margin or 0.0))  # stable: newest first
+    if strategy == "diverse":
+        candidates = _spread_over_intents(candidates)
     elif strategy == "random":
         candidates.sort(key=lambda c: hashlib.sha256(f"{seed}:{c.request_id}".encode()).digest())
     return _collapse(candidates, limit)
+
+
+def _spread_over_intents(ranked: list[QueueItem]) -> list[QueueItem]:
+    """`ranked` re-ordered round-robin over predicted intents, keeping each intent's order: every
+    intent's first item (in `ranked` order), then every intent's second, and so on. Copies of
+    one text share a rank, so duplicates of the same query do not take the places of others."""
+    seen: Counter[str] = Counter()
+    rank_of_text: dict[str, int] = {}
+    keyed = []
+    for position, item in enumerate(ranked):
+        key = normalise_text(item.text)
+        if key not in rank_of_text:
+            rank_of_text[key] = seen[item.predicted_intent]
+            seen[item.predicted_intent] += 1
+        keyed.append((rank_of_text[key], position, item))
+    return [item for _, _, item in sorted(keyed, key=lambda k: (k[0], k[1]))]
 
 
 def _audit_queue(
