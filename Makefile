@@ -2,7 +2,10 @@
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# named datasets (banking77, clinc150): a local copy beside the checkout when there is one, else the hub
+ifneq ($(wildcard ../shared/datasets),)
 export SWITCHBOARD_DATA_DIR ?= $(abspath ../shared/datasets)
+endif
 
 .PHONY: install test test-fast lint monitoring-check demo bench-train clean
 

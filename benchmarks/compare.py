@@ -27,6 +27,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.local_data import use_local_datasets  # noqa: E402
 from benchmarks.markdown import machine_info, machine_line, replace_section  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "compare.json"
@@ -134,7 +135,7 @@ def main() -> None:
     parser.add_argument("--hardware-price-per-hour", type=float, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "compare")
     args = parser.parse_args()
-    os.environ.setdefault("SWITCHBOARD_DATA_DIR", str(REPO.parent / "shared" / "datasets"))
+    use_local_datasets()
 
     from training.baselines.fewshot import FewShotConfig
     from training.comparison import BenchConfig, run_bench

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import gc
 import json
-import os
 import signal
 import statistics
 import sys
@@ -33,6 +32,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.local_data import use_local_datasets  # noqa: E402
 from benchmarks.markdown import machine_info, machine_line, replace_section  # noqa: E402
 from benchmarks.wrk_load import lua_script, wrk  # noqa: E402
 from router.devserver import DevServer  # noqa: E402
@@ -171,7 +171,7 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, default=REPO / "runs" / "bench" / "minilm-banking77")
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    os.environ.setdefault("SWITCHBOARD_DATA_DIR", str(REPO.parent / "shared" / "datasets"))
+    use_local_datasets()
     from training.data import load_dataset
 
     texts = load_dataset("banking77").test.texts  # type: ignore[union-attr]

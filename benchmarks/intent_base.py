@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from benchmarks.local_data import use_local_datasets  # noqa: E402
 
 WORK = REPO / "runs" / "intent-base"
 
@@ -94,7 +95,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--work", type=Path, default=WORK)
     args = parser.parse_args()
-    os.environ.setdefault("SWITCHBOARD_DATA_DIR", str(REPO.parent / "shared" / "datasets"))
+    use_local_datasets()
     out = build(args.source, args.target, args.epochs, args.work)
     metrics = json.loads((out / "metrics.json").read_text())
     print(f"{out}: {args.source} test accuracy {metrics['test']['accuracy']:.2%}")

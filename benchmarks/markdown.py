@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+REPO = Path(__file__).resolve().parents[1]
+
 HEADER = """# Benchmarks
 
 Every number here is written by a script under `benchmarks/` (named in each section), on the
@@ -45,14 +47,30 @@ def machine_info() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "date": time.strftime("%Y-%m-%d"),
+        "commit": commit(),
     }
+
+
+def commit() -> str | None:
+    """The checkout's commit (`+dirty` with uncommitted changes), or None outside git."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout
+
+    try:
+        head = git("rev-parse", "--short=12", "HEAD").strip()
+        return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no").strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def machine_line(machine: dict[str, Any]) -> str:
     gpu = f", GPU {machine['gpu']}" if machine.get("gpu") else ", no GPU"
     return (
         f"Machine: {machine['cpu']}, {machine['cores']} cores ({machine['torch_threads']} torch threads)"
-        f"{gpu}; measured {machine['date']}."
+        f"{gpu}; measured {machine['date']}"
+        + (f" at commit {machine['commit']}." if machine.get("commit") else ".")
     )
 
 

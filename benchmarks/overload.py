@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.local_data import use_local_datasets  # noqa: E402
 from benchmarks.markdown import machine_info, machine_line, replace_section  # noqa: E402
 from benchmarks.wrk_load import histogram_buckets, lua_script, prometheus_text, quantile, wrk  # noqa: E402
 from router.devserver import DevServer  # noqa: E402
@@ -142,7 +142,7 @@ def main() -> None:
         raise SystemExit(
             "no model: pass --model-dir (e.g. from `python benchmarks/train.py --datasets banking77`)"
         )
-    os.environ.setdefault("SWITCHBOARD_DATA_DIR", str(REPO.parent / "shared" / "datasets"))
+    use_local_datasets()
     from training.data import load_dataset
 
     test = load_dataset("banking77").test

@@ -72,6 +72,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.local_data import use_local_datasets  # noqa: E402
 from benchmarks.loop_data import DEFAULT_SEED as SEED  # noqa: E402
 from benchmarks.loop_data import load, per_intent, train_champion, write_dataset  # noqa: E402
 from benchmarks.markdown import machine_info, replace_section  # noqa: E402
@@ -296,10 +297,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     state_file = work / "state.json"
     state: dict[str, Any] = json.loads(state_file.read_text()) if state_file.is_file() else {}
     results: dict[str, Any] = state.setdefault("results", {})
-    # the learning loop's champion for its default seed; another seed's champion is this script's
-    shared = (
-        args.loop_work / data.name / "cold_start" if args.seed == SEED else args.work / f"seed{args.seed}"
-    )
+    # its own champion: the learning loop's (protocol 2) is trained with a pool-carved holdout as
+    # its test split, this replay scores the official test split
+    shared = args.work / f"seed{args.seed}"
     champion_metrics = shared / "champion" / "metrics.json"
     if champion_metrics.is_file():
         state["champion_test_accuracy"] = json.loads(champion_metrics.read_text())["test"]["accuracy"]
@@ -505,9 +505,6 @@ def main() -> None:
     parser.add_argument("--selection", choices=SELECTIONS, default="margin")
     parser.add_argument("--ensemble", default="", help="variants whose averaged probabilities to score")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "retrain_recipes")
-    parser.add_argument(
-        "--loop-work", type=Path, default=REPO / "runs" / "learning_loop", help="shares the champion"
-    )
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--note", default="", help="a remark for the report (e.g. the run was under load)")
     args = parser.parse_args()
@@ -516,7 +513,7 @@ def main() -> None:
     unknown = (set(args.variants) | set(args.ensemble)) - set(VARIANTS)
     if unknown:
         raise SystemExit(f"--variants: unknown {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
-    os.environ.setdefault("SWITCHBOARD_DATA_DIR", str(REPO.parent / "shared" / "datasets"))
+    use_local_datasets()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     state = run(args)
     machine = machine_info()

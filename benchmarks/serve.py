@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.local_data import use_local_datasets  # noqa: E402
 from benchmarks.markdown import machine_info, replace_section  # noqa: E402
 from benchmarks.wrk_load import (  # noqa: E402
     DURATION_S,
@@ -152,7 +152,7 @@ def main() -> None:
     )
     parser.add_argument("--model-dir", type=Path, default=REPO / "runs" / "bench" / "minilm-banking77")
     args = parser.parse_args()
-    os.environ.setdefault("SWITCHBOARD_DATA_DIR", str(REPO.parent / "shared" / "datasets"))
+    use_local_datasets()
     from training.data import load_dataset
 
     texts = load_dataset("banking77").test.texts  # type: ignore[union-attr]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from training.formatting import pct
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.local_data import use_local_datasets  # noqa: E402
 from benchmarks.markdown import machine_info, machine_line, replace_section  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "train.json"
@@ -181,7 +181,7 @@ def main() -> None:
         help="re-evaluate models this script already trained (current evaluation code) instead of retraining",
     )
     args = parser.parse_args()
-    os.environ.setdefault("SWITCHBOARD_DATA_DIR", str(REPO.parent / "shared" / "datasets"))
+    use_local_datasets()
 
     previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     kept = [d for d in previous.get("datasets", []) if d["dataset"] not in args.datasets]

@@ -533,3 +533,13 @@ def test_sample_dataset_loads_with_routes() -> None:
     assert {"default_route", "fallback_route"} <= set(route_map)
     assert ds.report.duplicate_texts == 0 and not ds.report.conflicting_texts
     assert min(ds.report.label_counts.values()) >= 20
+
+
+def test_named_dataset_offline_without_data_dir_names_both_sources(monkeypatch: pytest.MonkeyPatch) -> None:
+    def offline(hub_id: str, config: str | None = None, **_: object) -> SourceData:
+        raise DatasetError(f"could not load hub dataset {hub_id!r}: no network")
+
+    monkeypatch.delenv("SWITCHBOARD_DATA_DIR", raising=False)
+    monkeypatch.setattr(hub_module, "load_hub", offline)
+    with pytest.raises(DatasetError, match=r"PolyAI/banking77.*no network.*SWITCHBOARD_DATA_DIR is not set"):
+        load_dataset("banking77")

@@ -145,7 +145,13 @@ def resolve_source(spec: str | os.PathLike[str]) -> SourceData:
             source = readers.read_path(local)
         else:
             hub_id, config = hub.NAMED_HUB_DATASETS[text]
-            source = hub.load_hub(hub_id, config)
+            try:
+                source = hub.load_hub(hub_id, config)
+            except DatasetError as error:  # offline, most often: say where a local copy goes
+                raise DatasetError(
+                    f"{error}; {DATA_DIR_ENV} is not set: set it to a directory holding {text}/ "
+                    f"(a local copy) or let the hub be reached"
+                ) from error
         source.name = text
         return source
     if _HUB_ID.fullmatch(text) and not text.endswith(readers.SUFFIXES):
