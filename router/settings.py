@@ -106,6 +106,11 @@ class Settings(BaseSettings):
         description="Bearer token for /v1/admin/* and /v1/review (at least 16 characters); "
         "unset: those endpoints are off (404).",
     )
+    admin_token_file: Path | None = Field(
+        None,
+        description="Read admin_token from this file instead (a Docker or Kubernetes secret; "
+        "surrounding whitespace such as the final newline is dropped).",
+    )
     # the review inbox (router.web): a web page for people who label queries
     review_ui: bool = Field(
         False, description="Serve the review inbox at /review (needs admin_token or review_tokens)."
@@ -297,6 +302,17 @@ class Settings(BaseSettings):
         return self.confidence_threshold
 
     @model_validator(mode="after")
+    def _admin_token_from_file(self) -> Settings:
+        """`admin_token_file`: the token read from the file. Defined before the validators that
+        look at `admin_token`, so they see it; errors name the file, never its content."""
+        if self.admin_token_file is None:
+            return self
+        if self.admin_token is not None:
+            raise ValueError("set admin_token or admin_token_file (SWITCHBOARD_ADMIN_TOKEN_FILE), not both")
+        self.admin_token = _secret_from_file(self.admin_token_file, "admin_token_file")
+        return self
+
+    @model_validator(mode="after")
     def _poll_needs_registry(self) -> Settings:
         if self.registry_poll_s and self.registry_dir is None:
             raise ValueError(
@@ -361,6 +377,25 @@ def _strong_secret(value: SecretStr) -> SecretStr:
             "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
         )
     return value
+
+
+def _secret_from_file(path: Path, setting: str) -> SecretStr:
+    """A token kept in a file (a mounted secret), checked as `_strong_secret` checks one."""
+    where = f"{setting} ({ENV_PREFIX}{setting.upper()}): {path}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"{where} does not exist") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{where} is not UTF-8 text") from None
+    except OSError as err:
+        raise ValueError(f"{where} cannot be read ({err.strerror})") from None
+    if not text.strip():
+        raise ValueError(f"{where} is empty")
+    try:
+        return _strong_secret(SecretStr(text.strip()))
+    except ValueError as err:
+        raise ValueError(f"{where}: the token {err}") from None
 
 
 class _RegistryAliasSource(PydanticBaseSettingsSource):

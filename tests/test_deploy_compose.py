@@ -1,7 +1,8 @@
 """deploy/compose.yaml (GPU) and deploy/compose.cpu.yaml: parsed, every `SWITCHBOARD_*` variable
-a real setting and the router's environment settings it accepts, ports and volumes as the
-Dockerfiles declare them, and the wiring between the services (database URL, Prometheus target
-and rule files, Grafana's data source and dashboards)."""
+a real setting and the router's environment settings it accepts (the admin token from a compose
+secret, the review inbox on), ports and volumes as the Dockerfiles declare them, and the wiring
+between the services (database URL, Prometheus target and rule files, Grafana's data source and
+dashboards)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,17 @@ from typing import Any
 
 import pytest
 import yaml
-from support.deploy import DEPLOY, DOCKERFILE, dockerfile, settings_from_env, unknown_settings
+from pydantic import SecretStr
+from support.deploy import (
+    DEPLOY,
+    DOCKERFILE,
+    dockerfile,
+    setting_env_names,
+    settings_from_env,
+    unknown_settings,
+)
+
+from router.settings import ENV_PREFIX, Settings
 
 # keys are test ids: not "gpu", which conftest.py takes for the `gpu` marker and skips without CUDA
 COMPOSE = {"nvidia": DEPLOY / "compose.yaml", "cpu": DEPLOY / "compose.cpu.yaml"}
@@ -61,6 +72,28 @@ def published(service: dict[str, Any]) -> dict[int, int]:
     return {int(c): int(h) for h, c in (p.split(":") for p in service.get("ports", []))}
 
 
+def secret_files(path: Path, service: str = "router") -> dict[str, Path]:
+    """Where a service's compose secrets appear in its container -> the file each is read from
+    (a file secret is bind-mounted at /run/secrets/<target or name>)."""
+    declared = compose(path).get("secrets", {})
+    out = {}
+    for spec in services(path)[service].get("secrets", []):
+        name = spec if isinstance(spec, str) else spec["source"]
+        target = name if isinstance(spec, str) else spec.get("target", name)
+        assert "file" in declared[name], f"secret {name} is not read from a file"
+        out[str(Path("/run/secrets") / target)] = (path.parent / declared[name]["file"]).resolve()
+    return out
+
+
+def secret_settings() -> set[str]:
+    """The environment names of the settings that hold a secret (typed SecretStr)."""
+    return {
+        f"{ENV_PREFIX}{name.upper()}"
+        for name, field in Settings.model_fields.items()
+        if "SecretStr" in str(field.annotation)
+    }
+
+
 def prometheus_config(path: Path) -> dict[str, Any]:
     return yaml.safe_load(compose(path)["configs"]["prometheus"]["content"])  # type: ignore[no-any-return]
 
@@ -82,15 +115,33 @@ def test_the_files_parse_with_the_four_services(variant: str) -> None:
 def test_every_switchboard_variable_is_a_router_setting(variant: str) -> None:
     for name, service in services(COMPOSE[variant]).items():
         assert unknown_settings(service.get("environment", {})) == set(), name
+    # the router's variables are all its own: none set for nothing
+    assert set(services(COMPOSE[variant])["router"]["environment"]) <= setting_env_names()
 
 
-def test_the_router_accepts_its_environment(variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The image's ENV defaults overlaid with the compose file's, as the container sees them."""
+def router_env(variant: str, tmp_path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """The router's environment as the container sees it (the image's ENV overlaid with the
+    compose file's), each secret's mount path replaced by a file of `tmp_path` holding a token;
+    and mount path -> that token."""
     image = router_image(variant)
-    router, postgres = (services(COMPOSE[variant])[s] for s in ("router", "postgres"))
+    router = services(COMPOSE[variant])["router"]
     env = {k: v for k, v in image["env"].items() if k.startswith("SWITCHBOARD_")}
     env |= {k: interpolate(str(v)) for k, v in router["environment"].items()}
-    settings = settings_from_env(env, monkeypatch)
+    tokens = {}
+    for i, target in enumerate(secret_files(COMPOSE[variant])):
+        tokens[target] = f"compose-secret-{i}-0123456789abcdef"
+        local = tmp_path / f"secret-{i}"
+        local.write_text(tokens[target] + "\n")  # as `print(...) > file` writes it
+        env = {k: str(local) if v == target else v for k, v in env.items()}
+    return env, tokens
+
+
+def test_the_router_accepts_its_environment(
+    variant: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The image's ENV defaults overlaid with the compose file's, as the container sees them."""
+    router, postgres = (services(COMPOSE[variant])[s] for s in ("router", "postgres"))
+    settings = settings_from_env(router_env(variant, tmp_path)[0], monkeypatch)
     url = re.fullmatch(r"postgresql://(\w+):([^@]+)@(\w+):(\d+)/(\w+)", settings.database_url)
     assert url, settings.database_url
     pg = {k: interpolate(str(v)) for k, v in postgres["environment"].items()}
@@ -100,6 +151,26 @@ def test_the_router_accepts_its_environment(variant: str, monkeypatch: pytest.Mo
     assert settings.log_spool_dir is not None and settings.log_spool_dir.is_relative_to("/data")
     grace = float(router["stop_grace_period"].removesuffix("s"))
     assert grace > settings.shutdown_timeout_s, "docker would SIGKILL the router within its shutdown budget"
+
+
+def test_the_admin_token_comes_from_a_secret_and_opens_the_review_inbox(
+    variant: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No secret in the compose file: the admin token is a compose secret read from an ignored
+    file under deploy/secrets/, named by SWITCHBOARD_ADMIN_TOKEN_FILE; the review inbox is on."""
+    environment = services(COMPOSE[variant])["router"]["environment"]
+    assert not set(environment) & secret_settings(), "a secret written into the compose file"
+    mounted = secret_files(COMPOSE[variant])
+    token_file = environment[f"{ENV_PREFIX}ADMIN_TOKEN_FILE"]
+    assert token_file in mounted, f"{token_file} is none of the router's secrets"
+    source = mounted[token_file]
+    assert source.parent == DEPLOY / "secrets"
+    assert "*" in (source.parent / ".gitignore").read_text().splitlines(), "the token could be committed"
+
+    env, tokens = router_env(variant, tmp_path)
+    settings = settings_from_env(env, monkeypatch)
+    assert settings.admin_token == SecretStr(tokens[token_file])  # the final newline dropped
+    assert settings.review_ui is True
 
 
 def test_router_ports_and_volumes_agree_with_its_dockerfile(variant: str) -> None:

@@ -22,12 +22,12 @@ from support.deploy import DEPLOY, dockerfile, load_all, settings_from_env, unkn
 
 from router.metrics import RouterMetrics
 from router.routes.health import router as health_router
-from router.settings import Settings
+from router.settings import Settings, SettingsError
 
 K8S = DEPLOY / "kubernetes"
 KUBE_VERSION = "1.30"  # the oldest Kubernetes the manifests target (autoscaling/v2, policy/v1)
 NOT_RESOURCES = {"kustomization.yaml", "prometheus-adapter-values.yaml"}
-EXAMPLES = {"db-secret.example.yaml"}  # valid objects, not applied by kustomization.yaml
+EXAMPLES = {p.name for p in K8S.glob("*.example.yaml")}  # valid objects, not applied by kustomization
 MANIFESTS = sorted(p for p in K8S.glob("*.yaml") if p.name not in NOT_RESOURCES)
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 ROUTER_PORT = 8000
@@ -345,7 +345,12 @@ def test_the_router_settings_load_from_its_environment(monkeypatch: pytest.Monke
     the remote engine at the vLLM Service and the version the vLLM Deployment serves."""
     c = container("switchboard-router")
     env = env_values(c)
-    secrets = {"SWITCHBOARD_DATABASE_URL": "postgresql://u:p@db:5432/s", "SWITCHBOARD_ADMIN_TOKEN": "x" * 32}
+    secrets = {
+        "SWITCHBOARD_DATABASE_URL": "postgresql://u:p@db:5432/s",
+        "SWITCHBOARD_ADMIN_TOKEN": "x" * 32,
+        "SWITCHBOARD_SESSION_SECRET": "y" * 32,
+    }
+    assert set(secrets) == {v["name"] for v in c["env"] if "valueFrom" in v}
     settings = settings_from_env({**env, **secrets}, monkeypatch)
     assert c["args"] == ["--engine", "remote"]
     vllm = container("switchboard-vllm")
@@ -377,8 +382,31 @@ def test_the_router_settings_load_from_its_environment(monkeypatch: pytest.Monke
     )
 
 
+def test_the_admin_token_is_a_required_secret_and_opens_the_review_inbox(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The routers do not start without the switchboard-admin Secret (no `optional`): the admin
+    endpoints and the review inbox are on, and every replica signs /review sessions with one key.
+    The example Secret's placeholders are refused, so it cannot be applied unedited."""
+    refs = {
+        v["name"]: v["valueFrom"]["secretKeyRef"]
+        for v in container("switchboard-router")["env"]
+        if "secretKeyRef" in v.get("valueFrom", {})
+    }
+    example = one("Secret", "switchboard-admin")
+    names = ("SWITCHBOARD_ADMIN_TOKEN", "SWITCHBOARD_SESSION_SECRET")
+    for name in names:
+        assert refs[name]["name"] == "switchboard-admin" and not refs[name].get("optional"), name
+        assert refs[name]["key"] in example["stringData"], name
+    assert env_values(container("switchboard-router"))["SWITCHBOARD_REVIEW_UI"] == "true"
+    assert one("Deployment", "switchboard-router")["spec"]["replicas"] > 1  # hence the shared key
+    placeholders = {name: example["stringData"][refs[name]["key"]] for name in names}
+    with pytest.raises(SettingsError, match="at least 16"):
+        settings_from_env({**placeholders, "SWITCHBOARD_REVIEW_UI": "true"}, monkeypatch)
+
+
 def test_secrets_volumes_and_env_references_resolve() -> None:
-    example = one("Secret", "switchboard-db")
+    examples = {o["metadata"]["name"]: o for path in EXAMPLES for o in load_all(K8S / path)}
     claims = {o["metadata"]["name"] for o in objects() if o["kind"] == "PersistentVolumeClaim"}
     for name, template in workloads().items():
         spec = template["spec"]
@@ -393,10 +421,8 @@ def test_secrets_volumes_and_env_references_resolve() -> None:
                     assert ref in defined, f"{name}: {var['name']} uses $({ref}) before it is set"
                 defined.add(var["name"])
                 ref = var.get("valueFrom", {}).get("secretKeyRef")
-                if ref and ref["name"] == "switchboard-db":
-                    assert ref["key"] in example["stringData"], name
-                elif ref:
-                    assert ref.get("optional") is True, f"{name}: {var['name']} needs a secret nobody creates"
+                if ref and not ref.get("optional"):  # required: an example shows how to create it
+                    assert ref["key"] in examples[ref["name"]]["stringData"], f"{name}: {var['name']}"
             for arg in c.get("args", []):
                 for ref in re.findall(r"(?<!\$)\$\((\w+)\)", arg):  # $$(...) is the shell's, escaped
                     assert ref in defined, f"{name}: an argument uses $({ref})"

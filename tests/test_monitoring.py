@@ -67,6 +67,48 @@ def test_promtool_accepts_the_config_and_rules() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def rule_files_under_deploy() -> tuple[list[Path], list[Path]]:
+    """Every Prometheus rule file under deploy/ (a top-level `groups` list of rule groups), and
+    every manifest holding a PrometheusRule (the Operator hands its spec to Prometheus as one)."""
+    plain, operator = [], []
+    for path in sorted(p for p in (REPO / "deploy").rglob("*") if p.suffix in {".yaml", ".yml"}):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not isinstance(doc, dict):
+                continue
+            if doc.get("kind") == "PrometheusRule":
+                operator.append(path)
+            elif isinstance(doc.get("groups"), list) and all(
+                isinstance(g, dict) and "rules" in g for g in doc["groups"]
+            ):
+                plain.append(path)
+    return plain, operator
+
+
+def test_ci_runs_promtool_check_rules_on_every_rule_file_under_deploy() -> None:
+    """CI (.ci/run) runs `make monitoring-check`, whose `promtool check rules` lines cover every
+    rule file under deploy/: by their globs, and the PrometheusRule through the spec its builder
+    writes (tests/test_deploy_kubernetes.py checks the manifest is that builder's output)."""
+    assert re.search(r"^make monitoring-check$", (REPO / ".ci" / "run").read_text(), re.M)
+    makefile = (REPO / "Makefile").read_text()
+    recipe = re.search(r"^monitoring-check:.*\n((?:\t.*\n)+)", makefile, re.M)
+    assert recipe, "no monitoring-check target"
+    lines = [line.strip() for line in recipe[1].splitlines()]
+    checked = [arg for line in lines if line.startswith("promtool check rules ") for arg in line.split()[3:]]
+    globbed = {p.resolve() for arg in checked if "$" not in arg for p in REPO.glob(arg)}
+    plain, operator = rule_files_under_deploy()
+    assert plain, "no rule file found: the search is broken"
+    assert {p.resolve() for p in plain} <= globbed, sorted(set(map(str, plain)) - set(map(str, globbed)))
+    builds = [line for line in lines if "build_prometheusrule.py --spec " in line]
+    for path in operator:
+        assert path == REPO / "deploy" / "kubernetes" / "prometheusrule.yaml", path  # the builder's OUT
+        assert builds, "the PrometheusRule's spec is never checked"
+        spec = builds[0].split("--spec ", 1)[1].split()[0]
+        assert spec in checked, f"{spec} is written but not checked"
+    if PROMTOOL is not None:  # and they pass, wherever they are
+        result = promtool("check", "rules", *map(str, plain))
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
 @needs_promtool
 def test_promtool_unit_tests_of_the_rules_pass() -> None:
     result = promtool("test", "rules", *map(str, RULE_TESTS))
