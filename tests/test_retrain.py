@@ -151,6 +151,9 @@ def test_corrective_feedback_promotes_a_better_challenger_and_rollback_restores(
     assert (new.path / "decision.md").is_file() and json.loads((new.path / "decision.json").read_text())[
         "promoted"
     ]
+    steps = decision.report["step_seconds"]  # where the time went, for profiling a slow night
+    assert list(steps) == ["read", "plan", "train", "gate", "register"] and steps["train"] > 0
+    assert "(read " in (new.path / "decision.md").read_text()
     after = _predict(new.path, [t for t, _ in wrong])
     assert sum(p == WEAK for p in after) >= 0.8 * len(wrong)
 

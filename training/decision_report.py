@@ -44,6 +44,11 @@ def write_report(directory: Path, report: dict[str, Any]) -> None:
         f"({fb_counts['train']} trained on, {fb_counts['holdout']} held out), "
         f"{fb_counts['superseded']} superseded, {fb_counts['conflicting_texts']} conflicting texts left out, "
         f"{fb_counts['without_text']} without text. Test margin: {report['test_margin']:.2%}. "
-        f"Retrain took {report['retrain_seconds']} s.",
+        f"Retrain took {report['retrain_seconds']} s"
+        + (
+            " (" + ", ".join(f"{step} {sec} s" for step, sec in report["step_seconds"].items()) + ")."
+            if report.get("step_seconds")
+            else "."
+        ),
     ]
     (directory / "decision.md").write_text("\n".join(md) + "\n")

@@ -25,7 +25,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,7 @@ def _retrain(
     registry: Registry, opts: RetrainOptions, feedback: FeedbackSet, traffic: Sequence[str], progress: bool
 ) -> RetrainDecision:
     started = time.perf_counter()
+    steps, lap = _stopwatch()  # where the time went, step by step (decision.json: step_seconds)
 
     # 1. Champion, its recipe, and the line's original data and base from the registry alone
     #    (an older registry is migrated here, or the retrain stops naming what is missing); the
@@ -103,6 +104,7 @@ def _retrain(
         if base.test is None:
             raise DatasetError(f"the champion's dataset {base.name!r} has no test split for the gate")
         never_pseudo = [*base.train.texts, *base.validation.texts, *base.test.texts, *every_feedback_text]
+        lap("read")
         plan = plan_challenger(
             config, opts, champion=champion.path, line_base=line_base, base=base, taxonomy=taxonomy,
             targets=targets, relabel=relabel, renamed=intents["renamed"], feedback=fb_train,
@@ -110,24 +112,29 @@ def _retrain(
             traffic=traffic, scratch=scratch, progress=progress,
         )  # fmt: skip
         report.update(plan.report)
+        lap("plan")  # with self-training teachers: their trainings too
 
         # 4. Train it, with its lineage and the feedback its line has now trained on.
         result = train(plan.config, progress=progress)
         write_lineage(result.output_dir, lineage)
         trained = sorted(trained_before | {_text_key(ex.text) for ex in fb_train})
         (result.output_dir / TRAINED_FEEDBACK_FILE).write_text(json.dumps(trained) + "\n")
+        lap("train")  # the contrastive stage, training, export, evaluation
 
         # 5. Gate, paired on the line's test split and the held-out feedback (training.gate).
         passed, reason = _gate(
             champion.path, result.output_dir, base.test, usable, fb_holdout, relabel, opts, report, progress
         )
+        lap("gate")
 
         # 6. Register; promote, or put in shadow, if it passed.
         version = registry.register(
             result.output_dir, parent=champion.version, alias="challenger", note=f"retrain: {reason}"
         )
         outcome, reason = _after_gate(registry, version, champion.version, passed, reason, opts, report)
+        lap("register")  # and promote, or start the shadow
         report["retrain_seconds"] = round(time.perf_counter() - started, 1)
+        report["step_seconds"] = steps
 
         # 7. Decision report, next to the new version.
         write_report(version.path, report)
@@ -135,6 +142,20 @@ def _retrain(
     finally:
         if opts.workdir is None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _stopwatch() -> tuple[dict[str, float], Callable[[str], None]]:
+    """(steps, lap): `lap(name)` records in `steps` the seconds since the previous lap (or since
+    the stopwatch was made) under `name`."""
+    steps: dict[str, float] = {}
+    last = [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        steps[name] = round(now - last[0], 1)
+        last[0] = now
+
+    return steps, lap
 
 
 def _feedback_facts(feedback: FeedbackSet, usable: list[FeedbackExample]) -> dict[str, Any]:
