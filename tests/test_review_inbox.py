@@ -5,7 +5,7 @@ scripted, unsure answers) on a real SQLite store; Playwright drives Debian's Chr
 (/usr/bin/chromium, or PLAYWRIGHT_CHROMIUM). Every label is checked in the store's feedback table,
 with the reviewer as its `source`. Sessions, CSRF and the settings are also checked without a
 browser, with httpx. Set REVIEW_INBOX_SCREENSHOT=docs/images/review-inbox.png to refresh the
-README's screenshot.
+screenshot in docs/ROUTER.md ("Review inbox").
 """
 
 from __future__ import annotations
