@@ -530,7 +530,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"### {result['dataset']}",
         "",
-        machine_line(result["machine"]),
+        machine_line(result["machine"]) + (f" {result['note']}" if result.get("note") else ""),
         "",
         f"Commands (in order; the last run of a scenario wins): {commands}.",
         "",
@@ -754,6 +754,7 @@ def main() -> None:
     parser.add_argument("--train-override", nargs="*", default=[], help="section.key=value for champions")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "learning_loop")
     parser.add_argument("--quick", action="store_true", help="smoke run: writes no results or docs")
+    parser.add_argument("--note", default=None, help="printed under the machine line (e.g. the load)")
     parser.add_argument(
         "--report-only",
         action="store_true",
@@ -795,6 +796,7 @@ def main() -> None:
         "recipe": args.recipe,
         "new_intent_recipe": args.new_intent_recipe,
         "full_data_test_accuracy": _full_data_accuracy(data.name),
+        **({"note": args.note} if args.note else {}),
     }
     if "cold_start" in scenarios:
         arms = {s: cold_start(data, args, work, s) for s in args.strategies.split(",")}
