@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from support.docs import DOCS, REPO, cli, walk
+from support.docs import DOCS, REPO, DocPlace, cli, walk
 
 ENV_DOCS = [*DOCS, *sorted(p for p in (REPO / "deploy").rglob("*") if p.is_file())]
 CODE_DIRS = [REPO / name for name in ("router", "training", "serving", "benchmarks")]
@@ -19,14 +19,8 @@ ENV_NAME = re.compile(r"\bSWITCHBOARD_[A-Z0-9_]*[A-Z0-9](?![A-Za-z0-9_*])")
 
 
 @dataclass(frozen=True)
-class EnvMention:
-    path: Path
-    line: int
+class EnvMention(DocPlace):
     name: str
-
-    @property
-    def where(self) -> str:
-        return f"{self.path.relative_to(REPO)}:{self.line}"
 
 
 def env_mentions(paths: Iterable[Path] = ENV_DOCS) -> list[EnvMention]:

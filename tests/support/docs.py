@@ -177,18 +177,24 @@ def switchboard_args(words: Sequence[str]) -> list[str] | None:
 
 
 @dataclass(frozen=True)
-class Invocation:
-    """`switchboard ARGS` as a doc names it: in a fenced block (any language: a YAML manifest
-    holds shell commands too) or in inline code."""
+class DocPlace:
+    """A line of a doc, for failure messages: `where` is `path:line` from the repository root."""
 
     path: Path
     line: int
-    text: str
-    args: tuple[str, ...]
 
     @property
     def where(self) -> str:
         return f"{self.path.relative_to(REPO)}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Invocation(DocPlace):
+    """`switchboard ARGS` as a doc names it: in a fenced block (any language: a YAML manifest
+    holds shell commands too) or in inline code."""
+
+    text: str
+    args: tuple[str, ...]
 
 
 def invocations(paths: Iterable[Path] = DOCS) -> list[Invocation]:
