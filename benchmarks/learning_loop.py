@@ -837,6 +837,9 @@ def main() -> None:
     if "cold_start_seeds" in result or "cold_start_recipes" in result:
         for key in ("seed", "recipe", "host", "machine"):  # the headline's, not this rerun's
             merged[key] = previous.get(key, result[key])
+    if args.report_only:  # nothing ran: the rounds keep the machine (and commit) they ran on
+        for key in ("host", "machine"):
+            merged[key] = previous.get(key, result[key])
     earlier = previous.get("commands", [previous["command"]] if "command" in previous else [])
     merged["commands"] = [*(c for c in earlier if c != result["command"]), result["command"]]
     everything["datasets"][data.name] = merged
