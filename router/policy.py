@@ -24,6 +24,8 @@ from serving.model_dir import ModelInfo
 log = logging.getLogger(__name__)
 
 DEFAULT_ROUTE = "general"
+DEFAULT_THRESHOLD = 0.5  # top-1 under this: fallback (low confidence), unless the model has its own
+DEFAULT_MARGIN = 0.1  # top-1 minus top-2 under this: fallback (ambiguous)
 FALLBACK_ROUTE = "human_review"
 
 FallbackReason = Literal["out_of_scope", "low_confidence", "ambiguous"]
@@ -101,8 +103,8 @@ class Policy:
         labels: Iterable[str],
         route_map: RouteMap,
         *,
-        threshold: float = 0.5,
-        margin: float = 0.1,
+        threshold: float = DEFAULT_THRESHOLD,
+        margin: float = DEFAULT_MARGIN,
         oos_labels: Iterable[str] = ("oos",),
         top_k: int = 3,
         default_route: str | None = None,
@@ -218,17 +220,42 @@ def build_policy(
     return Policy(labels, route_map, **options)
 
 
+def operating_point(info: ModelInfo, settings: Settings) -> tuple[float, float]:
+    """(confidence threshold, margin) for a model. Set in settings: those. Unset, for a model with
+    an out-of-scope label and a threshold chosen for it on validation (training.thresholds): that
+    threshold and no margin, the operating point its validation numbers were measured at (CLINC150:
+    a 0.5 threshold and 0.1 margin sent in-scope queries to the fallback that the model answered
+    right, docs/BENCHMARKS.md). Otherwise the generic 0.5 and 0.1."""
+    own = info.oos_threshold is not None and any(label in settings.oos_labels for label in info.labels)
+    threshold = settings.confidence_threshold
+    if threshold is None:
+        threshold = info.oos_threshold if own and info.oos_threshold is not None else DEFAULT_THRESHOLD
+    margin = settings.margin
+    if margin is None:
+        margin = 0.0 if own else DEFAULT_MARGIN
+    return threshold, margin
+
+
+def escalation_cutoff(settings: Settings, policy: Policy) -> float:
+    """Top-1 probability under which a query is escalated (cascade mode): the setting, else the
+    policy's fallback threshold."""
+    if settings.escalation_threshold is not None:
+        return settings.escalation_threshold
+    return policy.threshold
+
+
 def policy_for(info: ModelInfo, settings: Settings) -> Policy:
     """The policy the router applies to a model: its labels and route map, the settings' rules.
     One place, so the startup check and the serving runtime build the same policy."""
+    threshold, margin = operating_point(info, settings)
     return build_policy(
         info.labels,
         routes_file=settings.routes_file,
         model_routes=info.routes,
         model_default_route=info.default_route,
         model_fallback_route=info.fallback_route,
-        threshold=settings.confidence_threshold,
-        margin=settings.margin,
+        threshold=threshold,
+        margin=margin,
         oos_labels=settings.oos_labels,
         top_k=settings.top_k,
         default_route=settings.default_route,

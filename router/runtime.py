@@ -26,7 +26,7 @@ from router.errors import timed_out, unavailable
 from router.escalation import Escalation, Escalator, build_escalator
 from router.loaded_model import LoadedModel
 from router.metrics import RouterMetrics
-from router.policy import Alternative, Decision, policy_for
+from router.policy import Alternative, Decision, escalation_cutoff, policy_for
 from router.readiness import ReadinessCheck
 from router.schemas import EscalationInfo, RouteResult
 from router.settings import Settings
@@ -116,7 +116,9 @@ class Runtime:
             if s.escalation_model:  # no warm-up call: it would cost money, and may be down now
                 escalator = await asyncio.to_thread(build_escalator, s, Path(info.model_dir), info.labels)
                 log.info(
-                    "cascade mode: top-1 under %.3f escalates to %s", s.escalation_cutoff, s.escalation_model
+                    "cascade mode: top-1 under %.3f escalates to %s",
+                    escalation_cutoff(s, policy),
+                    s.escalation_model,
                 )
         except BaseException:  # includes cancellation at shutdown: never leak an engine
             if escalator is not None:
@@ -134,8 +136,9 @@ class Runtime:
         self.quality.set_model(model.info, model.policy.threshold)
         self.metrics.ready.set(1)
         log.info(
-            "serving model %s (%d intents) from %s",
+            "serving model %s (%d intents) from %s; fallback under %.2f confidence or %.2f margin",
             model.info.version, len(model.info.labels), model.info.model_dir,
+            model.policy.threshold, model.policy.margin,
         )  # fmt: skip
 
     async def swap(self, model_dir: Path) -> tuple[ModelInfo, ModelInfo | None]:
@@ -262,7 +265,7 @@ class Runtime:
         escalations: list[Escalation | None] = [None] * len(decisions)
         if escalator is None:
             return escalations
-        cutoff = self.settings.escalation_cutoff
+        cutoff = escalation_cutoff(self.settings, model.policy)
         unsure = [i for i, d in enumerate(decisions) if d.confidence < cutoff]
         if not unsure:
             return escalations

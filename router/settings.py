@@ -152,8 +152,18 @@ class Settings(BaseSettings):
     routes_file: Path | None = Field(None, description="Route map YAML; default: the model's.")
     default_route: str | None = Field(None, description="Route for intents the map omits.")
     fallback_route: str | None = Field(None, description="Route for unsure / out-of-scope.")
-    confidence_threshold: float = Field(0.5, ge=0.0, le=1.0)
-    margin: float = Field(0.1, ge=0.0, le=1.0, description="Min top-1 minus top-2 probability.")
+    confidence_threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Fallback when top-1 < this; unset: the model's own out-of-scope threshold, else 0.5.",
+    )
+    margin: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Min top-1 minus top-2; unset: 0 with the model's out-of-scope threshold, else 0.1.",
+    )
     oos_labels: Annotated[tuple[str, ...], NoDecode] = Field(
         ("oos",), description="Labels meaning out of scope (env: comma-separated)."
     )
@@ -168,7 +178,10 @@ class Settings(BaseSettings):
     )
     escalation_api_key: SecretStr | None = Field(None, description="Its API key; unset: OPENAI_API_KEY.")
     escalation_threshold: float | None = Field(
-        None, ge=0.0, le=1.0, description="Escalate when top-1 < this; unset: confidence_threshold."
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Escalate when top-1 < this; unset: the fallback threshold in force.",
     )
     escalation_examples: Path | None = Field(
         None, description="Few-shot examples file for the prompt; unset: the model's own fewshot.json."
@@ -293,13 +306,6 @@ class Settings(BaseSettings):
         except RegistryError as err:
             raise SettingsError(f"setting 'registry_dir': {err}") from None
         return self.model_copy(update={"model_dir": champion})
-
-    @property
-    def escalation_cutoff(self) -> float:
-        """Top-1 probability under which a query is escalated (cascade mode)."""
-        if self.escalation_threshold is not None:
-            return self.escalation_threshold
-        return self.confidence_threshold
 
     @model_validator(mode="after")
     def _admin_token_from_file(self) -> Settings:

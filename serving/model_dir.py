@@ -4,8 +4,9 @@
 from the engine, so both engine implementations report the same facts and tests can build one
 without vLLM. The registry (`serving.registry`) writes `VERSION_FILE` into each version it
 holds; training writes the rest at export (`config.json`, `config.yaml`, `routes.yaml`,
-`FEWSHOT_FILE`, the examples the cascade's LLM prompt shows, and `BASELINE_FILE`, what traffic
-looked like at training time: the router's drift signals compare live traffic with it).
+`FEWSHOT_FILE`, the examples the cascade's LLM prompt shows, `BASELINE_FILE`, what traffic
+looked like at training time: the router's drift signals compare live traffic with it, and
+`METRICS_FILE`, whose `oos_threshold` is the out-of-scope operating point chosen on validation).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from serving.files import read_yaml_mapping
 VERSION_FILE = "switchboard-version.json"  # written by the model registry; wins when present
 FEWSHOT_FILE = "fewshot.json"  # few-shot examples + intent descriptions, written at export
 BASELINE_FILE = "baseline.json"  # the training prior + validation's confidences, written at export
+METRICS_FILE = "metrics.json"  # the evaluation, written at export (training.train)
 DEFAULT_MAX_LENGTH = 128
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
@@ -38,6 +40,9 @@ class ModelInfo:
     routes: dict[str, str] = field(default_factory=dict, hash=False)  # intent -> route
     default_route: str | None = None  # routes.yaml `default_route`, for unmapped intents
     fallback_route: str | None = None  # routes.yaml `fallback_route`, for unsure answers
+    # top-1 probability under which a model with an out-of-scope label is taken to be out of
+    # scope, chosen on validation at training time (training.thresholds); None: not chosen
+    oos_threshold: float | None = None
 
 
 def read_model_info(model_dir: str | Path) -> ModelInfo:
@@ -64,7 +69,20 @@ def read_model_info(model_dir: str | Path) -> ModelInfo:
         routes={str(k): str(v) for k, v in (route_map.get("routes") or {}).items()},
         default_route=route_map.get("default_route"),
         fallback_route=route_map.get("fallback_route"),
+        oos_threshold=stored_oos_threshold(path),
     )
+
+
+def stored_oos_threshold(model_dir: str | Path) -> float | None:
+    """The out-of-scope threshold chosen on validation at training time, if any."""
+    path = Path(model_dir) / METRICS_FILE
+    if not path.is_file():
+        return None
+    try:
+        choice = json.loads(path.read_text()).get("oos_threshold")
+        return float(choice["threshold"]) if choice else None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+        raise ModelDirError(f"{path}: unreadable `oos_threshold` ({err})") from None
 
 
 def _version(path: Path, config_bytes: bytes) -> str:

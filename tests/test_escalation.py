@@ -21,7 +21,7 @@ from sqlalchemy import select
 from support import API_KEY, SAMPLE, SERVED, Server, free_port, served_requests
 from support.fakes import LABELS, ROUTES, FakeEngine, Scrape, make_settings, run, serving
 
-from router.policy import Policy, RouteMap
+from router.policy import Policy, RouteMap, escalation_cutoff
 from router.settings import Settings
 from router.store import create_db_engine
 from router.store.models import requests as requests_table
@@ -78,8 +78,9 @@ def test_an_escalated_answer_takes_its_own_route() -> None:
 
 
 def test_cutoff_defaults_to_the_confidence_threshold(tmp_path: Path) -> None:
-    assert make_settings(tmp_path, confidence_threshold=0.7).escalation_cutoff == 0.7
-    assert make_settings(tmp_path, escalation_threshold=0.95).escalation_cutoff == 0.95
+    policy = Policy(LABELS, RouteMap(dict(ROUTES)), threshold=0.7)
+    assert escalation_cutoff(make_settings(tmp_path), policy) == 0.7
+    assert escalation_cutoff(make_settings(tmp_path, escalation_threshold=0.95), policy) == 0.95
 
 
 def test_cascade_without_a_key_fails_the_load_and_says_why(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import time
 import weakref
 from dataclasses import replace
@@ -23,7 +24,7 @@ from support.fakes import LABELS, ROUTES, FakeEngine, Scrape, make_settings, run
 from typer.testing import CliRunner
 
 from router.app import build_app
-from router.policy import Policy, PolicyError, RouteMap, build_policy
+from router.policy import Policy, PolicyError, RouteMap, build_policy, escalation_cutoff, policy_for
 from router.settings import Settings, SettingsError, load_settings
 from router.store import (
     RequestLog,
@@ -39,6 +40,7 @@ from router.store.models import feedback as feedback_table
 from router.store.models import metadata
 from router.store.models import requests as requests_table
 from serving.engine import EngineError
+from serving.model_dir import ModelDirError, read_model_info
 
 
 def db_count(settings: Settings, table: Any) -> int:
@@ -134,6 +136,36 @@ def test_route_map_file_wins_and_bad_files_name_the_problem(tmp_path: Path) -> N
         RouteMap.load(tmp_path / "missing.yaml")
     with pytest.raises(PolicyError, match="confidence_threshold"):
         policy(threshold=1.5)
+
+
+def test_a_model_with_its_own_out_of_scope_threshold_is_served_at_that_operating_point(
+    tmp_path: Path,
+) -> None:
+    """Unset threshold and margin: a model with an `oos` label and a threshold chosen on
+    validation (metrics.json) is served at it, with no margin; other models at 0.5 / 0.1; the
+    settings win when set, and escalation follows the threshold in force."""
+    model = tmp_path / "model"
+    model.mkdir()
+    assert "oos" in LABELS
+    (model / "config.json").write_text(json.dumps({"id2label": dict(enumerate(LABELS))}))
+    (model / "metrics.json").write_text(json.dumps({"oos_threshold": {"threshold": 0.09}}))
+    info = read_model_info(model)
+    assert info.oos_threshold == 0.09
+    own = policy_for(info, make_settings(tmp_path))
+    assert (own.threshold, own.margin) == (0.09, 0.0)
+    torn = own.decide(np.array([0.36, 0.35, 0.2, 0.09]))
+    assert (torn.intent, torn.fallback) == ("bill_explanation", False)  # no margin at this point
+    set_ = policy_for(info, make_settings(tmp_path, confidence_threshold=0.6, margin=0.2))
+    assert (set_.threshold, set_.margin) == (0.6, 0.2)
+    assert escalation_cutoff(make_settings(tmp_path), own) == 0.09
+    assert escalation_cutoff(make_settings(tmp_path, escalation_threshold=0.95), own) == 0.95
+    # without an out-of-scope label the stored threshold means nothing: the generic point
+    in_scope_only = tuple(label for label in LABELS if label != "oos")
+    plain = policy_for(replace(info, labels=in_scope_only), make_settings(tmp_path))
+    assert (plain.threshold, plain.margin) == (0.5, 0.1)
+    (model / "metrics.json").write_text('{"oos_threshold": {"threshold": "high"}}')
+    with pytest.raises(ModelDirError, match=r"metrics\.json: unreadable `oos_threshold`"):
+        read_model_info(model)
 
 
 # -- settings ----------------------------------------------------------------------------

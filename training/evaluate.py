@@ -12,6 +12,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from serving.label_scoring import is_generative
+from serving.model_dir import stored_oos_threshold
 from training.data import DatasetError, IntentDataset, Split, load_dataset
 from training.data.types import OOS_LABEL
 from training.metrics import compute_metrics
@@ -63,15 +64,6 @@ def split_metrics(
 def write_evaluation(metrics: dict[str, Any], labels: Sequence[str], out_dir: Path, *, title: str) -> Path:
     """The confusion matrix picture next to the metrics."""
     return plot_confusion_matrix(metrics, labels, out_dir / "confusion_matrix.png", title=title)
-
-
-def stored_oos_threshold(model_dir: str | Path) -> float | None:
-    """The out-of-scope threshold chosen on validation at training time, if any."""
-    path = Path(model_dir) / "metrics.json"
-    if not path.is_file():
-        return None
-    choice = json.loads(path.read_text()).get("oos_threshold")
-    return float(choice["threshold"]) if choice else None
 
 
 def evaluate_model_dir(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from router.deps import ModelDep, RuntimeDep
+from router.policy import escalation_cutoff
 from router.schemas import ErrorResponse, IntentInfo, IntentsResponse
 
 router = APIRouter(prefix="/v1", tags=["routing"])
@@ -29,7 +30,7 @@ async def list_intents(model: ModelDep, rt: RuntimeDep) -> IntentsResponse:
         confidence_threshold=policy.threshold,
         margin=policy.margin,
         escalation_model=model.escalator.model if model.escalator else None,
-        escalation_threshold=rt.settings.escalation_cutoff if model.escalator else None,
+        escalation_threshold=escalation_cutoff(rt.settings, policy) if model.escalator else None,
         intents=[
             IntentInfo(
                 intent=label,
