@@ -8,7 +8,8 @@ The source dataset's texts that also occur in the target dataset (any split, com
 folding case and whitespace, as the review queue does) are left out, so no target test query is
 trained on by the base. The filtered copy lives under `--work` (runs/, never in the repository);
 the model is trained with the product's CPU recipe (`switchboard train -c configs/minilm-cpu.yaml`)
-and used as `model.base_model` by `benchmarks/retrain_recipes.py --variants intent_base`.
+and was measured as a retrain's base once (the retired `intent_base` row of
+benchmarks/retrain_recipes.py); a line's base is set at `switchboard train` (`model.base_model`).
 Resumable: an existing model is reused.
 """
 
