@@ -34,7 +34,7 @@ from router.errors import install_error_handlers
 from router.middleware import TrafficMiddleware
 from router.openapi import install_openapi
 from router.registry_watch import ChampionWatch
-from router.routes import admin, feedback, health, intents, metrics, review, rollout, route
+from router.routes import admin, discover, feedback, health, intents, metrics, review, rollout, route
 from router.runtime import EngineFactory, Runtime, open_configured_engine
 from router.settings import Settings
 from router.store import RequestLog, Spool, WriterHooks, create_db_engine, migrate, spool_dir_for
@@ -111,7 +111,7 @@ def build_app(settings: Settings, *, engine_factory: EngineFactory | None = None
     install_error_handlers(app)
     install_openapi(app, runtime)
     app.add_middleware(TrafficMiddleware, runtime=runtime)
-    for module in (route, feedback, intents, health, metrics, admin, rollout, review):
+    for module in (route, feedback, intents, health, metrics, admin, rollout, review, discover):
         app.include_router(module.router)
     install_review_inbox(app, settings)  # /review: the review inbox, 404 unless review_ui is set
     return app

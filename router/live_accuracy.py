@@ -1,5 +1,6 @@
 """Live accuracy on every replica: the audit estimate (`router.store.audit`) re-read from the
-database every `live_accuracy_refresh_s` and exported per served model version.
+database every `live_accuracy_refresh_s` and exported per served model version; in the same loop,
+intent discovery's open proposals and unrouted share (`router.store.discovery`).
 
 The database is the one source, so every replica exports the same number for a version, and the
 inbox header and the canary decision read the same estimate.
@@ -12,6 +13,7 @@ import logging
 
 from router.runtime import Runtime
 from router.store.audit import AccuracyEstimate, audit_accuracy
+from router.store.discovery import last_run, open_count
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +33,24 @@ async def refresh(rt: Runtime) -> dict[str, AccuracyEstimate]:
     return estimates
 
 
+async def refresh_discovery(rt: Runtime) -> None:
+    """The discovery gauges from the newest run and the proposals table."""
+    if rt.db is None:
+        return
+    run = await asyncio.to_thread(last_run, rt.db)
+    rt.metrics.discovery_open.set(await asyncio.to_thread(open_count, rt.db))
+    share = run.unrouted_share if run is not None else None
+    rt.metrics.unrouted_share.set(float("nan") if share is None else share)
+    rt.metrics.discovery_last_run.set(run.started_at.timestamp() if run is not None else 0)
+
+
 async def watch(rt: Runtime) -> None:
     """The background task: refresh, sleep, repeat; a failed read is logged once per error."""
     last_error: str | None = None
     while True:
         try:
             await refresh(rt)
+            await refresh_discovery(rt)
             last_error = None
         except Exception as err:  # a database hiccup must not end the task
             message = f"{type(err).__name__}: {err}"

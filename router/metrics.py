@@ -126,6 +126,23 @@ class RouterMetrics:
             ["model_version"],
             registry=r,
         )
+        self.discovery_open = Gauge(
+            "switchboard_discovery_proposals_open",
+            "Proposed intents waiting for a reviewer (switchboard intents discover), from the database.",
+            registry=r,
+        )
+        self.unrouted_share = Gauge(
+            "switchboard_unrouted_share",
+            "Share of the latest discovery run's window that was not routed (fallback, out of scope); "
+            "NaN before any run.",
+            registry=r,
+        )
+        self.discovery_last_run = Gauge(
+            "switchboard_discovery_last_run_timestamp_seconds",
+            "When the latest discovery run started (Unix time; 0 before any).",
+            registry=r,
+        )
+        self.unrouted_share.set(float("nan"))
         self.live_accuracy_low = Gauge(
             "switchboard_live_accuracy_low",
             "Lower end of live accuracy's 90% Wilson interval.",

@@ -250,6 +250,84 @@ class ReviewResponse(BaseModel):
     items: list[ReviewItem]
 
 
+# -- intent discovery (router.routes.discover) ---------------------------------------------------
+
+RequestIds = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=36)]], Field(min_length=1, max_length=1000)
+]
+
+
+class ProposalMember(BaseModel):
+    request_id: str
+    state: Literal["member", "confirmed", "removed"]
+    similarity: float = Field(description="Cosine to the proposal's centroid.")
+    text: str | None = None
+    created_at: datetime | None = None
+    predicted_intent: str | None = Field(None, description="What the model answered.")
+
+
+class ProposalInfo(BaseModel):
+    id: str
+    status: Literal["open", "named", "merged", "dismissed"]
+    intent: str | None = Field(None, description="Named or merged: the intent its members are given.")
+    size: int = Field(description="Distinct queries the latest run that found it put in it.")
+    previous_size: int | None = Field(None, description="Its size at the run before: the trend.")
+    keywords: list[str]
+    examples: list[str] = Field(description="Its most representative queries.")
+    nearest_intent: str | None = None
+    nearest_similarity: float | None = Field(
+        None, description="Cosine of its centroid with the nearest intent's: high means an existing intent."
+    )
+    members: dict[str, int] = Field(description="Members by state: member, confirmed, removed.")
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProposalDetail(ProposalInfo):
+    member_list: list[ProposalMember]
+
+
+class DiscoveryRun(BaseModel):
+    id: str
+    started_at: datetime
+    since: datetime
+    until: datetime
+    model_version: str
+    requests: int
+    unrouted: int
+    unrouted_share: float | None
+    candidates: int
+    clustered: int
+    proposals_open: int
+
+
+class DiscoverResponse(BaseModel):
+    proposals: list[ProposalInfo]
+    last_run: DiscoveryRun | None = None
+
+
+class NameProposalRequest(_Strict):
+    name: IntentName
+    route: Annotated[Stored, Field(min_length=1, max_length=200, description="Where its queries go.")]
+    description: Annotated[Stored, Field(max_length=2000)] = ""
+    confirm_members: bool = Field(False, description="Also confirm every current member (one action).")
+
+
+class MergeProposalRequest(_Strict):
+    intent: IntentName
+    confirm_members: bool = Field(False, description="Also confirm every current member (one action).")
+
+
+class MembersRequest(_Strict):
+    request_ids: RequestIds | None = Field(None, description="Default: every current member.")
+
+
+class MembersResponse(BaseModel):
+    changed: int = Field(description="Members whose state this call set.")
+    feedback_created: int = Field(0, description="Confirm: new feedback rows (repeats store nothing).")
+    proposal: ProposalDetail
+
+
 class FieldError(BaseModel):
     field: str = Field(description="Where: `text`, `texts[3]`, `body`, a header name, ...")
     message: str

@@ -43,6 +43,7 @@ _USER_ERRORS = (
     ("router.store.db", "StoreError"),
     ("router.settings", "SettingsError"),
     ("router.policy", "PolicyError"),
+    ("router.discovery", "DiscoveryError"),
 )
 
 

@@ -1,4 +1,4 @@
-"""The request log and feedback tables (SQLAlchemy Core: the writer inserts rows in bulk).
+"""The request log, feedback and intent-discovery tables (SQLAlchemy Core: the writer inserts rows in bulk).
 
 Alembic migrations in `migrations/versions/` create these; a test checks that the newest
 migration and these definitions agree, so the two cannot drift apart.
@@ -13,6 +13,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Integer,
     MetaData,
     String,
     Table,
@@ -96,4 +97,64 @@ shadow_answers = Table(
     Column("confidence", Float, nullable=False),
     Column("fallback", Boolean, nullable=False),
     Column("latency_ms", Float, nullable=False),
+)
+
+# intent discovery (`switchboard intents discover`, router.discovery): one row per run, the
+# proposals it keeps (an id that lives across runs while the cluster grows) and their members
+discovery_runs = Table(
+    "discovery_runs",
+    metadata,
+    Column("id", String(ID_LENGTH), primary_key=True),
+    Column("started_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("finished_at", DateTime(timezone=True), nullable=False),
+    Column("since", DateTime(timezone=True), nullable=False),  # the window of requests read
+    Column("until", DateTime(timezone=True), nullable=False),
+    Column("model_version", String(NAME_LENGTH), nullable=False),  # the encoder that embedded them
+    Column("requests", Integer, nullable=False),  # requests with a text in the window
+    Column("unrouted", Integer, nullable=False),  # of those: fell back, out of scope or unsure
+    Column("candidates", Integer, nullable=False),  # unrouted texts, duplicates collapsed
+    Column("clustered", Integer, nullable=False),  # candidates in some proposal (not noise)
+    Column("proposals_open", Integer, nullable=False),  # open proposals after the run
+)
+
+proposals = Table(
+    "proposals",
+    metadata,
+    Column("id", String(ID_LENGTH), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    # open | named (became a pending intent) | merged (into an existing intent) | dismissed
+    Column("status", String(16), nullable=False, index=True),
+    Column("intent", String(NAME_LENGTH), nullable=True),  # named / merged: that intent
+    Column("size", Integer, nullable=False),  # members found by the latest run that found it
+    Column("previous_size", Integer, nullable=True),  # by the run before: the trend
+    Column("dismissed_size", Integer, nullable=True),  # its size when dismissed
+    Column("keywords", JSON, nullable=False),  # class-based TF-IDF, most distinctive first
+    Column("examples", JSON, nullable=False),  # the most representative member texts
+    Column("nearest_intent", String(NAME_LENGTH), nullable=True),
+    Column("nearest_similarity", Float, nullable=True),  # cosine of the centroids
+    Column("centroid", JSON, nullable=False),  # unit vector, in the encoder's space
+    Column("model_version", String(NAME_LENGTH), nullable=False),
+    Column("last_run_id", String(ID_LENGTH), nullable=False),
+)
+
+proposal_members = Table(
+    "proposal_members",
+    metadata,
+    Column(
+        "proposal_id",
+        String(ID_LENGTH),
+        ForeignKey("proposals.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column(
+        "request_id",
+        String(ID_LENGTH),
+        ForeignKey("requests.id", ondelete="CASCADE"),
+        primary_key=True,
+        index=True,
+    ),
+    Column("state", String(16), nullable=False),  # member | confirmed | removed
+    Column("similarity", Float, nullable=False),  # cosine to the proposal's centroid
+    Column("added_at", DateTime(timezone=True), nullable=False),
 )

@@ -77,7 +77,7 @@ def unlabelled_texts(
         .limit(limit)
     )
     if since is not None:
-        query = query.where(r.c.created_at >= _utc(since))
+        query = query.where(r.c.created_at >= as_utc(since))
     with _connected(database_url) as engine, engine.connect() as conn:
         texts = conn.execute(query).scalars().all()
         labelled = _labelled_texts(conn)
@@ -271,7 +271,7 @@ def _filtered(
     """The review filters: created at or after `since`; version, route, intent equal."""
     r = requests
     if since is not None:
-        query = query.where(r.c.created_at >= _utc(since))
+        query = query.where(r.c.created_at >= as_utc(since))
     for column, value in ((r.c.model_version, model_version), (r.c.route, route), (r.c.intent, intent)):
         if value is not None:
             query = query.where(column == value)
@@ -307,12 +307,12 @@ def _item(row: Row[Any]) -> QueueItem:
         fallback=row.fallback,
         fallback_reason=row.fallback_reason,
         model_version=row.model_version,
-        created_at=_utc(row.created_at),
+        created_at=as_utc(row.created_at),
         escalation=row.escalation,
     )
 
 
-def _utc(value: datetime) -> datetime:
+def as_utc(value: datetime) -> datetime:
     """Aware UTC: SQLite keeps no zone (everything is written in UTC); naive input means UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
@@ -375,7 +375,7 @@ def review_stats(
         if reviewer is not None:
             query = select(func.count()).select_from(f).where(f.c.source == reviewer)
             if today is not None:
-                query = query.where(f.c.created_at >= _utc(today))
+                query = query.where(f.c.created_at >= as_utc(today))
             mine = int(conn.execute(query).scalar_one())
     return ReviewStats(
         agreement=sum(map(bool, agree)) / len(agree) if agree else None,
