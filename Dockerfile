@@ -38,7 +38,8 @@ COPY data/prices.yaml ./data/prices.yaml
 # only the router's own dependencies are added; no `train` (peft, datasets, scikit-learn,
 # matplotlib, bitsandbytes). The smoke test imports the app and the CLI the entrypoint runs and
 # checks neither loads those (tests/test_layers.py checks the same), then imports the engine.
-# EXTRAS=serve,train,gpu builds the retrain image (deploy/kubernetes/retrain-cronjob.yaml).
+# EXTRAS=serve,train,gpu builds the retrain image (deploy/kubernetes/retrain-cronjob.yaml, and
+# discover-cronjob.yaml's `switchboard intents discover`).
 ARG EXTRAS=serve,gpu
 RUN uv pip install --system --no-cache ".[${EXTRAS}]" \
     && python3 -c "import sys, router.app, router.cli, serving.engine; \

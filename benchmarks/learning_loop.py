@@ -36,14 +36,9 @@ import random
 import shlex
 import shutil
 import sys
-import threading
-import time
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -51,166 +46,17 @@ sys.path.insert(0, str(REPO))
 from benchmarks.local_data import use_local_datasets  # noqa: E402
 from benchmarks.loop_data import DEFAULT_SEED, Data, cli, load, per_intent, train_champion, write_dataset  # noqa: E402
 from benchmarks.markdown import machine_info, machine_line, replace_section  # noqa: E402
-from router.devserver import DevServer  # noqa: E402
+from benchmarks.product_loop import Loop, now_iso  # noqa: E402
 
-TOKEN = "learning-loop-benchmark-admin-token"
 # issue 25's goals after round 3 (served; CLINC150: in-scope, with the out-of-scope threshold)
 GOALS = {"banking77": 0.925, "clinc150": 0.95}
 COLOURS = {"uncertainty": "C0", "random": "C1", "diverse": "C2"}  # a strategy's colour in every panel
-OOS = "oos"  # CLINC150's out-of-scope label: its accuracy is the in-scope one, its recall beside
-BATCH = 64
 RESULTS = REPO / "benchmarks" / "results" / "learning_loop.json"
 # 2: the gate reads a holdout carved from the training pool (not the official test split) and
 # the first champion has the few-label contrastive stage; results of protocol 1 are in git history
 PROTOCOL = 2
 DEFAULT_RECIPE = ["--feedback-weight", "1"]  # the headline's retrain; another recipe runs beside it
 CURVE = REPO / "docs" / "images" / "learning-loop-cold-start.png"
-
-
-class Loop:
-    """One scenario's registry, store and router."""
-
-    def __init__(self, root: Path, quick: bool) -> None:
-        self.root = root
-        self.registry = root / "registry"
-        self.database_url = f"sqlite:///{root / 'store.db'}"
-        self.log = root / "commands.log"
-        self.state_file = root / "state.json"
-        self.state: dict[str, Any] = (
-            json.loads(self.state_file.read_text()) if self.state_file.is_file() else {}
-        )
-        env = {
-            "SWITCHBOARD_REGISTRY_DIR": str(self.registry),
-            "SWITCHBOARD_ADMIN_TOKEN": TOKEN,
-            "SWITCHBOARD_LOG_LEVEL": "warning",
-            "SWITCHBOARD_REQUEST_TIMEOUT_S": "60",
-            "SWITCHBOARD_MAX_BATCH": str(BATCH),
-        }
-        if quick:
-            env["SWITCHBOARD_EAGER"] = "true"
-        self.server = DevServer(None, database_url=self.database_url, log_path=root / "server.log", env=env)
-
-    def save(self) -> None:
-        self.state_file.write_text(json.dumps(self.state, indent=2))
-
-    def register(self, model_dir: Path) -> None:
-        if not (self.registry / "aliases.json").is_file():
-            rc, _ = cli(
-                ["models", "register", str(model_dir), "--alias", "champion", "-r", str(self.registry)],
-                self.log,
-            )
-            if rc != 0:
-                raise SystemExit(f"register failed; see {self.log}")
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.server.ensure_running().base_url,
-            timeout=120,
-            headers={"Authorization": f"Bearer {TOKEN}"},
-        )
-
-    def route(self, texts: list[str]) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        with self.client() as client:
-            for start in range(0, len(texts), BATCH):
-                r = client.post("/v1/route/batch", json={"texts": texts[start : start + BATCH]})
-                r.raise_for_status()
-                out += r.json()["results"]
-        return out
-
-    def accuracy(self, rows: list[tuple[str, str]]) -> float:
-        return self.scores(rows)["test_accuracy"]
-
-    def scores(self, rows: list[tuple[str, str]]) -> dict[str, float]:
-        """The served model on `rows`: the share answered with their intent; with out-of-scope
-        rows (label `oos`), the in-scope accuracy as served (the right intent, not sent to the
-        fallback by the out-of-scope threshold) and the out-of-scope recall (sent to the fallback)."""
-        results = self.route([t for t, _ in rows])
-        pairs = list(zip(results, (y for _, y in rows), strict=True))
-        outside = [r for r, y in pairs if y == OOS]
-        if not outside:
-            return {"test_accuracy": sum(r["intent"] == y for r, y in pairs) / len(pairs)}
-        inside = [(r, y) for r, y in pairs if y != OOS]
-        return {
-            "test_accuracy": sum(r["intent"] == y and not r["fallback"] for r, y in inside) / len(inside),
-            "oos_recall": sum(r["fallback"] for r in outside) / len(outside),
-        }
-
-    def review(self, strategy: str, limit: int, since: str, seed: int) -> list[dict[str, Any]]:
-        with self.client() as client:
-            r = client.get(
-                "/v1/review", params={"strategy": strategy, "limit": limit, "since": since, "seed": seed}
-            )
-            r.raise_for_status()
-            return list(r.json()["items"])
-
-    def label(self, items: list[dict[str, Any]], truth: dict[str, str]) -> Counter[str]:
-        """The reviewer: posts each item's true intent (the queue then drops the text's copies)."""
-        posted: Counter[str] = Counter()
-        with self.client() as client:
-            for item in items:
-                label = truth[item["text"]]
-                r = client.post(
-                    "/v1/feedback",
-                    json={"request_id": item["request_id"], "correct_intent": label, "source": "benchmark"},
-                )
-                r.raise_for_status()
-                posted[label] += 1
-        return posted
-
-    def retrain(self, recipe: list[str]) -> tuple[int, float, dict[str, Any]]:
-        rc, seconds = cli(
-            [
-                "retrain",
-                "-r",
-                str(self.registry),
-                "--database-url",
-                self.database_url,
-                "--no-progress",
-                "--promotion",
-                "direct",  # this benchmark measures learning, not the live rollout (benchmarks/promotion.py)
-                *recipe,
-            ],
-            self.log,
-        )
-        if rc not in (0, 10, 11):
-            raise SystemExit(f"retrain failed (exit {rc}); see {self.log}")
-        versions = sorted((self.registry / "versions").glob("v*/decision.json"))
-        decision = json.loads(versions[-1].read_text()) if versions and rc != 11 else {}
-        return rc, seconds, decision
-
-    def reload_under_load(self, texts: list[str]) -> tuple[int, int, str]:
-        """POST /v1/admin/reload while a thread keeps routing; (requests sent, failed, version)."""
-        stop = threading.Event()
-        counts = {"sent": 0, "failed": 0}
-
-        def load() -> None:
-            with httpx.Client(base_url=self.server.base_url, timeout=60) as client:
-                i = 0
-                while not stop.is_set():
-                    try:
-                        ok = client.post("/v1/route", json={"text": texts[i % len(texts)]}).status_code == 200
-                    except httpx.HTTPError:
-                        ok = False
-                    counts["sent"] += 1
-                    counts["failed"] += not ok
-                    i += 1
-
-        worker = threading.Thread(target=load, daemon=True)
-        worker.start()
-        time.sleep(1.0)
-        with self.client() as client:  # loading a vLLM engine on a busy CPU takes minutes
-            r = client.post("/v1/admin/reload", timeout=900)
-            r.raise_for_status()
-            version = r.json()["model_version"]
-        time.sleep(1.0)
-        stop.set()
-        worker.join()
-        return counts["sent"], counts["failed"], version
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 # -- scenario 1: cold start ------------------------------------------------------------------------
@@ -860,13 +706,18 @@ def main() -> None:
 
 
 def _full_data_accuracy(name: str) -> float | None:
-    """The full-data model's test accuracy from the training benchmark, when it has this dataset."""
+    """The full-data model's test accuracy from the training benchmark, when it has this dataset
+    (in-scope accuracy at its out-of-scope threshold where the data has out-of-scope rows)."""
     path = REPO / "benchmarks" / "results" / "train.json"
     if not path.is_file():
         return None
     for entry in json.loads(path.read_text()).get("datasets", []):
         if entry.get("dataset") == name:
-            for system, scores in entry.get("systems", {}).items():
+            systems = entry.get("systems", {})
+            for system, scores in systems.items():  # the router's operating point, as the loop's
+                if system.strip().startswith("+ OOS threshold"):
+                    return float(scores["in_scope_accuracy"])
+            for system, scores in systems.items():
                 if system.startswith("MiniLM"):
                     return float(scores["accuracy"])
     return None

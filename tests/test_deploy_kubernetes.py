@@ -2,7 +2,8 @@
 offline, strict: unknown fields fail), the Prometheus Operator objects against the structure
 their CRDs define for the fields used here, and the cross-references a schema cannot see:
 selectors, ports, Services, secrets, volumes, env names, probe paths, the shutdown budget, the
-autoscalers' metric, the PrometheusRule equal to the shipped rule files."""
+autoscalers' metric, the PrometheusRule equal to the shipped rule files, and each CronJob's
+`switchboard` command parsed by the real CLI."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,9 @@ import kubernetes_validate
 import pytest
 import yaml
 from support.deploy import DEPLOY, dockerfile, load_all, settings_from_env, unknown_settings
+from support.docs import cli, simple_commands, switchboard_args
 
+from router.cli.intents import when
 from router.metrics import RouterMetrics
 from router.routes.health import router as health_router
 from router.settings import Settings, SettingsError
@@ -51,6 +55,16 @@ def workloads() -> dict[str, dict[str, Any]]:
             out[o["metadata"]["name"]] = o["spec"]["template"]
         elif o["kind"] == "CronJob":
             out[o["metadata"]["name"]] = o["spec"]["jobTemplate"]["spec"]["template"]
+    return out
+
+
+def cronjobs() -> dict[str, dict[str, Any]]:
+    """name -> the one container of each CronJob's pod."""
+    out = {}
+    for o in objects():
+        if o["kind"] == "CronJob":
+            (c,) = o["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+            out[o["metadata"]["name"]] = c
     return out
 
 
@@ -309,7 +323,7 @@ def test_selectors_pick_their_own_pods() -> None:
             selector = selector.get("matchLabels", selector)
             chosen = [w for w, labels in pods.items() if selects(selector, labels)]
             assert len(chosen) == 1, f"{kind}/{name} selects {chosen}"
-            assert chosen[0] != "switchboard-retrain", f"{kind}/{name} selects the retrain job"
+            assert chosen[0] not in cronjobs(), f"{kind}/{name} selects the job {chosen[0]}"
 
 
 def test_services_reach_a_named_container_port() -> None:
@@ -467,13 +481,15 @@ def test_grace_period_covers_prestop_and_the_shutdown_budget() -> None:
 
 
 def test_gpus_go_to_vllm_and_retrain_only() -> None:
+    """The discovery job embeds on CPU (training.discovery loads the champion there): no GPU."""
     for name, template in workloads().items():
         for c in template["spec"]["containers"]:
             resources = c["resources"]
             assert "memory" in resources["requests"] and "memory" in resources["limits"], name
             gpus = resources["limits"].get("nvidia.com/gpu")
-            if name == "switchboard-router":
-                assert gpus is None
+            if name in {"switchboard-router", "switchboard-discover"}:
+                assert gpus is None, name
+                assert "nvidia.com/gpu" not in resources["requests"], name
             else:
                 assert gpus == resources["requests"]["nvidia.com/gpu"] == "1", name
 
@@ -503,3 +519,77 @@ def test_autoscalers_scale_on_the_routers_in_flight_gauge() -> None:
     max_in_flight = int(env_values(container("switchboard-router"))["SWITCHBOARD_MAX_IN_FLIGHT"])
     router_target = one("HorizontalPodAutoscaler", "switchboard-router")["spec"]["metrics"][0]["pods"]
     assert float(router_target["target"]["averageValue"]) < max_in_flight
+
+
+# ------------------------------------------------------------------ the jobs' commands
+
+
+def cli_context(args: list[str]) -> Any:
+    """`switchboard ARGS` parsed by the real CLI's click tree as a run would parse it (unknown
+    options, bad types and out-of-range values fail), without running the command."""
+    import typer
+
+    command = cli()
+    ctx = typer.Context(command, info_name="switchboard")
+    name = "switchboard"
+    while hasattr(command, "list_commands"):  # a group: the next word names a command of it
+        assert args, f"`{ctx.command_path}` needs a command"
+        name, args = args[0], args[1:]
+        sub = command.get_command(ctx, name)
+        assert sub is not None, f"`{ctx.command_path}` has no command {name!r}"
+        if hasattr(sub, "list_commands"):
+            ctx = typer.Context(sub, parent=ctx, info_name=name)
+        command = sub
+    return command.make_context(name, list(args), parent=ctx)
+
+
+def job_invocation(c: dict[str, Any]) -> list[str]:
+    """The `switchboard` arguments a CronJob's container runs: its command and args, or the
+    `switchboard` command of an `sh -c` script."""
+    words = [*c["command"], *c.get("args", [])]
+    if words[:2] == ["sh", "-c"]:
+        found = [a for cmd in simple_commands(words[2]) if (a := switchboard_args(cmd)) is not None]
+    else:
+        found = [a for a in [switchboard_args(words)] if a is not None]
+    assert len(found) == 1, f"{c['name']}: {len(found)} switchboard commands in {words}"
+    return found[0]
+
+
+def test_every_cronjob_runs_a_real_switchboard_command() -> None:
+    jobs = cronjobs()
+    assert set(jobs) == {"switchboard-retrain", "switchboard-discover"}
+    for name, c in jobs.items():
+        cli_context(job_invocation(c))
+        env = env_values(c)
+        assert env["SWITCHBOARD_REGISTRY_DIR"] == "/models/registry", name
+        assert [v["name"] for v in c["env"] if "valueFrom" in v] == ["SWITCHBOARD_DATABASE_URL"], name
+        assert {m["mountPath"] for m in c["volumeMounts"]} >= {"/models"}, name
+    # the check can fail: a misspelt option, a value out of the option's range
+    with pytest.raises(Exception, match="No such option: --sinse"):
+        cli_context(["intents", "discover", "--sinse", "7d"])
+    with pytest.raises(Exception, match="greater than or equal to 2"):
+        cli_context(["intents", "discover", "--min-size", "1"])
+
+
+def test_the_discovery_job_reads_the_last_week_daily_beside_the_retrain() -> None:
+    """`switchboard intents discover --since 7d --no-progress` on the retrain's image (it needs
+    the training install), daily at another hour than the retrain, the registry read-only."""
+    discover, retrain = cronjobs()["switchboard-discover"], cronjobs()["switchboard-retrain"]
+    args = job_invocation(discover)
+    assert args[:2] == ["intents", "discover"]
+    params = cli_context(args).params
+    now = datetime.now(UTC)
+    assert when(params["since"], now) == now - timedelta(days=7) and params["until"] is None
+    assert params["progress"] is False
+    assert discover["image"] == retrain["image"]
+    (mount,) = discover["volumeMounts"]
+    assert mount["readOnly"] is True
+    schedules = {
+        name: one("CronJob", name)["spec"]["schedule"].split()
+        for name in ("switchboard-discover", "switchboard-retrain")
+    }
+    for fields in schedules.values():
+        assert fields[2:] == ["*", "*", "*"] and fields[0].isdigit() and fields[1].isdigit(), fields
+    assert schedules["switchboard-discover"][:2] != schedules["switchboard-retrain"][:2]
+    spec = one("CronJob", "switchboard-discover")["spec"]
+    assert spec["concurrencyPolicy"] == "Forbid"

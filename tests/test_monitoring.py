@@ -135,6 +135,7 @@ def test_every_alert_has_a_firing_unit_test_a_runbook_and_a_severity() -> None:
         "SwitchboardFallbackRateRising", "SwitchboardLiveAccuracyFalling",
         "SwitchboardIntentMixDrift", "SwitchboardConfidenceDrift",
         "SwitchboardEscalationCostOverBudget", "SwitchboardModelReloadFailed", "SwitchboardCanaryWorse",
+        "SwitchboardDiscoveryStale",
     }  # fmt: skip
     assert set(alerts()) == expected
 
@@ -177,7 +178,8 @@ def test_dashboard_has_the_panels_the_operators_need() -> None:
         "Confidence heatmap", "Live accuracy per model version", "Reviewed agreement by intent",
         "Intent-mix drift",
         "Confidence drift", "Feedback", "Escalations", "Request log", "Model version",
-        "Model reloads", "Event-loop lag p99",
+        "Model reloads", "Event-loop lag p99", "Open discovery proposals", "Unrouted share",
+        "Last discovery run",
     ):  # fmt: skip
         assert needed in titles, needed
     assert all(p.get("targets") for p in board["panels"] if p["type"] != "row")

@@ -445,6 +445,35 @@ def build() -> dict[str, Any]:
         ),
         w=8,
     )
+    lay.row("Intent discovery")
+    lay.add(
+        timeseries(
+            "Open discovery proposals",
+            [target(f"max by (job) (switchboard_discovery_proposals_open{J})", "open")],
+            "short",
+            "Proposed intents waiting for a reviewer (GET /v1/discover), from the database.",
+        )
+    )
+    lay.add(
+        timeseries(
+            "Unrouted share",
+            [target(f"max by (job) (switchboard_unrouted_share{J})", "unrouted")],
+            "percentunit",
+            "Share of the latest discovery run's window that was not routed (fallbacks, out of "
+            "scope); empty before the first run.",
+            **ratio,
+        )
+    )
+    last_run = stat(
+        "Last discovery run",
+        [target(f"max by (job) (switchboard_discovery_last_run_timestamp_seconds{J}) * 1000", "started")],
+        "dateTimeFromNow",
+        "When the latest `switchboard intents discover` run started (daily CronJob).",
+    )
+    last_run["fieldConfig"]["defaults"]["mappings"] = [
+        {"type": "value", "options": {"0": {"text": "never", "index": 0}}}
+    ]
+    lay.add(last_run)
     return {
         "uid": UID,
         "title": "Switchboard router",

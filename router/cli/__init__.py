@@ -10,7 +10,7 @@ heavy libraries (torch, sklearn, vLLM) inside the command, so `--help` is instan
     bench.py    baseline fewshot|classical, bench
     models.py   models list|show|register|promote|rollback|examples
     retrain.py  retrain
-    intents.py  intents list|add|rename|retire
+    intents.py  intents list|add|rename|retire|discover
     review.py   review export
     feedback.py feedback import
 """

@@ -43,7 +43,6 @@ _USER_ERRORS = (
     ("router.store.db", "StoreError"),
     ("router.settings", "SettingsError"),
     ("router.policy", "PolicyError"),
-    ("router.discovery", "DiscoveryError"),
 )
 
 
