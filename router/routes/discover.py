@@ -10,7 +10,9 @@ only reads what the job wrote and records the reviewer's decisions:
 - `remove`: members that do not belong (a later run never adds them back);
 - `merge`: the proposal's queries belong to an existing intent, optionally confirmed at once;
 - `dismiss`: not an intent; it stays dismissed unless a run finds it grown by the job's factor.
-Unknown ids are 404; an empty store answers an empty list.
+Unknown ids are 404; an empty store answers an empty list. The review inbox's "Proposed intents"
+pages (router.web.inbox) call these same functions (`read_proposals`, `read_proposal` and each
+action's handler), so a decision taken there is the one taken here.
 """
 
 from __future__ import annotations
@@ -107,6 +109,26 @@ async def _proposal(rt: Runtime, proposal_id: str) -> Proposal:
         ) from None
 
 
+async def read_proposals(rt: Runtime, status: str = "open") -> DiscoverResponse:
+    """The proposals of `status` (open, named, merged, dismissed, or all), largest first, and the
+    latest run: what `GET /v1/discover` answers and the inbox's list shows."""
+    db = _db(rt)
+    statuses = PROPOSAL_STATUSES if status == "all" else (status,)
+    found = await asyncio.to_thread(load_proposals, db, statuses)
+    run = await asyncio.to_thread(last_run, db)
+    return DiscoverResponse(
+        proposals=[_info(p) for p in found],
+        last_run=None
+        if run is None
+        else DiscoveryRun(**{**run.__dict__, "unrouted_share": run.unrouted_share}),
+    )
+
+
+async def read_proposal(rt: Runtime, proposal_id: str) -> ProposalDetail:
+    """One proposal with its members (404 for an unknown id)."""
+    return _detail(await _proposal(rt, proposal_id))
+
+
 @router.get("", response_model=DiscoverResponse, responses=ERRORS)
 async def list_proposals(
     rt: RuntimeDep,
@@ -121,23 +143,14 @@ async def list_proposals(
 ) -> DiscoverResponse:
     """Stored proposals, largest first, and the latest discovery run (its unrouted share)."""
     response.headers["Cache-Control"] = "no-store"
-    db = _db(rt)
-    statuses = PROPOSAL_STATUSES if status == "all" else (status,)
-    found = await asyncio.to_thread(load_proposals, db, statuses)
-    run = await asyncio.to_thread(last_run, db)
-    return DiscoverResponse(
-        proposals=[_info(p) for p in found],
-        last_run=None
-        if run is None
-        else DiscoveryRun(**{**run.__dict__, "unrouted_share": run.unrouted_share}),
-    )
+    return await read_proposals(rt, status)
 
 
 @router.get("/{proposal_id}", response_model=ProposalDetail, responses=ERRORS)
 async def show_proposal(rt: RuntimeDep, response: Response, proposal_id: str) -> ProposalDetail:
     """One proposal with its members (text, answer, similarity, state)."""
     response.headers["Cache-Control"] = "no-store"
-    return _detail(await _proposal(rt, proposal_id))
+    return await read_proposal(rt, proposal_id)
 
 
 @router.post("/{proposal_id}/name", response_model=MembersResponse, responses=ERRORS)

@@ -6,6 +6,11 @@ without one is redirected to the sign-in page, a POST without one, or without th
 CSRF token, is refused (403). Labels are stored through `POST /v1/feedback`'s own path
 (`router.routes.feedback.check_intent` / `record_feedback`) with the reviewer as `source`.
 
+*Proposed intents* (`/review/proposals`, `/review/proposals/{id}`) show what intent discovery
+found in the queries the router could not route (`switchboard intents discover`), and take the
+reviewer's decision on each: name it (a pending intent), confirm or remove its queries, merge it
+into an intent, dismiss it. Each is the function `/v1/discover` runs (router.routes.discover).
+
 Customer texts appear only in page bodies: every answer is `Cache-Control: no-store`, forms are
 posted (request ids and intent names in bodies, never texts in a URL), so an access log shows
 paths and filter values only. The pages work without JavaScript (post, redirect, get); the small
@@ -15,8 +20,9 @@ vendored script (`static/review.js`) adds keyboard shortcuts and labels in place
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -28,17 +34,23 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import ValidationError
 
 from router.errors import ApiError
-from router.routes import admin
+from router.routes import admin, discover
 from router.routes.feedback import check_intent, record_feedback
 from router.runtime import Runtime
-from router.schemas import AddIntentRequest
+from router.schemas import (
+    AddIntentRequest,
+    MembersRequest,
+    MembersResponse,
+    MergeProposalRequest,
+    NameProposalRequest,
+)
 from router.settings import Settings
 from router.store import feedback_item
 from router.store.models import NAME_LENGTH
 from router.text_rules import storable_problem
 from router.web import views
 from router.web.sessions import COOKIE, LOGIN_COOKIE, LOGIN_COOKIE_S, Session, SessionKeeper
-from router.web.views import Filters
+from router.web.views import MEMBERS_SHOWN, PROPOSAL_FILTERS, Filters
 from serving.taxonomy import PENDING_MIN_EXAMPLES
 
 HERE = Path(__file__).parent
@@ -52,6 +64,8 @@ NO_STORE = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "form-action 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'",
 }
+PROPOSAL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a proposal's id (a UUID) in a path
+MAX_FIELDS = 100  # fields a form post may have; a proposal's member form adds one a query shown
 STATIC = {"review.css": "text/css; charset=utf-8", "review.js": "text/javascript; charset=utf-8"}
 
 router = APIRouter(prefix="/review", include_in_schema=False)
@@ -134,22 +148,28 @@ def _cookie_args(request: Request) -> dict[str, Any]:
     }
 
 
-async def _form(request: Request) -> dict[str, str]:
-    """An `application/x-www-form-urlencoded` body (the middleware bounds its size); the first
-    value of each field."""
+async def _fields(request: Request, max_fields: int = MAX_FIELDS) -> dict[str, list[str]]:
+    """An `application/x-www-form-urlencoded` body (the middleware bounds its size): every value
+    of each field."""
     body = (await request.body()).decode("utf-8", "replace")
     try:
-        fields = parse_qs(body, keep_blank_values=True, max_num_fields=100)
-    except ValueError:  # more fields than any of the inbox's forms has: not one of them
+        return parse_qs(body, keep_blank_values=True, max_num_fields=max_fields)
+    except ValueError:  # more fields than the inbox's form has: not one of them
         return {}
-    return {k: v[0] for k, v in fields.items()}
 
 
-async def _signed_in_form(request: Request, inbox: Inbox) -> tuple[Session, dict[str, str]] | Response:
+async def _form(request: Request, max_fields: int = MAX_FIELDS) -> dict[str, str]:
+    """The first value of each field of a form post."""
+    return {k: v[0] for k, v in (await _fields(request, max_fields)).items()}
+
+
+async def _signed_in_form(
+    request: Request, inbox: Inbox, max_fields: int = MAX_FIELDS
+) -> tuple[Session, dict[str, str]] | Response:
     """(session, form) of a form post by a signed-in reviewer carrying the session's CSRF token;
     else the 403 answer to return."""
     session = _session(request, inbox)
-    form = await _form(request)
+    form = await _form(request, max_fields)
     if session is None or not inbox.sessions.check_csrf(session.csrf, form.get("csrf")):
         return _forbidden(request, inbox, "Not signed in, or the form was not this site's.")
     return session, form
@@ -231,10 +251,11 @@ async def inbox_page(request: Request, inbox: Inbox = InboxDep) -> Response:
     rt = _rt(request)
     params = dict(request.query_params)
     filters, errors = Filters.parse(params)
-    queue, stats, live = await asyncio.gather(
+    queue, stats, live, open_proposals = await asyncio.gather(
         views.queue(rt, filters, inbox.skips(session.reviewer)),
         views.stats(rt, session.reviewer),
         views.live_accuracy(rt),
+        views.open_proposals(rt),
     )
     choices = views.choices(rt)
     routes = {c.name: c.route for c in choices}
@@ -272,6 +293,7 @@ async def inbox_page(request: Request, inbox: Inbox = InboxDep) -> Response:
         model_state="serving" if model else ("failed to load" if rt.load_error else "loading"),
         has_registry=rt.settings.registry_dir is not None,
         skipped=len(inbox.skips(session.reviewer)),
+        open_proposals=open_proposals,
     )
 
 
@@ -387,9 +409,7 @@ async def add_pending_intent(request: Request, inbox: Inbox = InboxDep) -> Respo
         )
         await admin.add_intent(rt, body)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        status, message = 422, f"{where}: {str(first['msg']).removeprefix('Value error, ')}"
+        status, message = 422, _invalid(err)
     except ApiError as err:
         status, message = err.status, err.detail
     else:
@@ -397,6 +417,246 @@ async def add_pending_intent(request: Request, inbox: Inbox = InboxDep) -> Respo
     return _render(
         request, inbox, "message.html", status, title="Not added", message=message, back=_back(request, form)
     )
+
+
+def _invalid(err: ValidationError) -> str:
+    """A form's first invalid field, in a line."""
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return f"{where}: {str(first['msg']).removeprefix('Value error, ')}"
+
+
+# -- proposed intents (intent discovery) -------------------------------------------------------------
+
+
+def _proposals_url(request: Request, proposal_id: str | None = None, **done: str) -> str:
+    path = f"{_base(request)}/proposals{'/' + proposal_id if proposal_id else ''}"
+    return f"{path}{'?' + urlencode(done) if done else ''}"
+
+
+@router.get("/proposals")
+async def proposals_page(request: Request, inbox: Inbox = InboxDep) -> Response:
+    """The open proposals (or those of `status`), largest first, and the last run's unrouted share."""
+    session = _session(request, inbox)
+    if session is None:
+        return _redirect(f"{_base(request)}/login")
+    rt = _rt(request)
+    params = dict(request.query_params)
+    status, errors = params.get("status") or "open", []
+    if status not in PROPOSAL_FILTERS:
+        errors.append(f"unknown status {status!r}; showing open")
+        status = "open"
+    try:
+        found, open_proposals = await asyncio.gather(
+            discover.read_proposals(rt, status), views.open_proposals(rt)
+        )
+    except ApiError as err:
+        return _render(request, inbox, "message.html", err.status, title="Not available", message=err.detail)
+    return _render(
+        request,
+        inbox,
+        "proposals.html",
+        session=session,
+        shown=status,
+        statuses=PROPOSAL_FILTERS,
+        proposals=found.proposals,
+        run=found.last_run,
+        errors=errors,
+        done=views.proposal_done_message(params),
+        open_proposals=open_proposals,
+    )
+
+
+@router.get("/proposals/{proposal_id}")
+async def proposal_page(request: Request, proposal_id: str, inbox: Inbox = InboxDep) -> Response:
+    """One proposal: its queries (to confirm or remove) and the forms to decide what it is."""
+    session = _session(request, inbox)
+    if session is None:
+        return _redirect(f"{_base(request)}/login")
+    done = views.proposal_done_message(dict(request.query_params))
+    return await _proposal_page(request, inbox, session, proposal_id, done=done)
+
+
+async def _proposal_page(
+    request: Request,
+    inbox: Inbox,
+    session: Session,
+    proposal_id: str,
+    status: int = 200,
+    *,
+    error: str | None = None,
+    done: str | None = None,
+    form: Mapping[str, str] | None = None,
+) -> Response:
+    rt = _rt(request)
+    try:
+        if not PROPOSAL_ID.fullmatch(proposal_id):
+            raise ApiError(404, "no such proposal")
+        proposal, open_proposals = await asyncio.gather(
+            discover.read_proposal(rt, proposal_id), views.open_proposals(rt)
+        )
+    except ApiError as err:
+        message = _proposal_error(err, {}) if err.status == 404 else err.detail
+        return _render(
+            request, inbox, "message.html", err.status, title="Not available", message=message,
+            back=_proposals_url(request), back_label="Back to the proposed intents",
+        )  # fmt: skip
+    members = [m for m in proposal.member_list if m.state == "member"]
+    decided = [m for m in proposal.member_list if m.state != "member"]
+    choices = views.choices(rt)
+    return _render(
+        request,
+        inbox,
+        "proposal.html",
+        status,
+        session=session,
+        p=proposal,
+        url=_proposals_url(request, proposal.id),
+        members=members[:MEMBERS_SHOWN],
+        members_total=len(members),
+        decided=decided[:MEMBERS_SHOWN],
+        decided_total=len(decided),
+        choices=choices,
+        route_names=sorted({c.route for c in choices if c.route}),
+        has_registry=rt.settings.registry_dir is not None,
+        needed=PENDING_MIN_EXAMPLES,
+        error=error,
+        done=done,
+        form=form or {},
+        open_proposals=open_proposals,
+    )
+
+
+Decision = Callable[[Runtime, dict[str, str], list[str]], Awaitable[dict[str, str]]]
+
+
+async def _decide(request: Request, inbox: Inbox, proposal_id: str, decision: Decision) -> Response:
+    """A reviewer's decision on a proposal, by a form post: `decision(rt, form, selected request
+    ids)` takes it and says what it did (the redirect's `done`); back to the proposal's page, or
+    to it with the reason when it was refused (its status code, the form as it was sent)."""
+    signed_in = await _signed_in_form(request, inbox, MAX_FIELDS + MEMBERS_SHOWN)
+    if isinstance(signed_in, Response):
+        return signed_in
+    session, form = signed_in
+    if not PROPOSAL_ID.fullmatch(proposal_id):
+        return await _proposal_page(request, inbox, session, proposal_id)  # its 404 page
+    selected = [i.strip() for i in (await _fields(request, MAX_FIELDS + MEMBERS_SHOWN)).get("request_id", [])]
+    try:
+        done = await decision(_rt(request), form, [i for i in selected if i])
+    except ValidationError as err:
+        status, message = 422, _invalid(err)
+    except ApiError as err:
+        status, message = err.status, _proposal_error(err, form)
+    else:
+        where = None if done.get("done") == "dismissed" else proposal_id
+        return _redirect(_proposals_url(request, where, **done))
+    return await _proposal_page(request, inbox, session, proposal_id, status, error=message, form=form)
+
+
+def _proposal_error(err: ApiError, form: Mapping[str, str]) -> str:
+    """What a refused decision means, for the reviewer (never a traceback, nor a field path)."""
+    first = err.errors[0] if err.errors else {}
+    kind, field = first.get("type", ""), first.get("field", "")
+    if kind == "exists":
+        name = form.get("name", "").strip()
+        return (
+            f"There is already an intent named {name!r}: choose another name, or merge the proposal into it."
+        )
+    if kind == "unknown_intent":
+        intent = form.get("intent", "").strip()
+        return f"{intent!r} is not one of our intents (any more): pick one from the list."
+    if kind == "no_intent":
+        return "Name this proposal or merge it into an intent before confirming its queries."
+    if kind == "already_decided":
+        return f"This proposal is {first.get('message', 'decided')} already; reload the page."
+    if kind == "not_a_member":
+        return "Some selected queries are not in this proposal (any more); reload the page."
+    if (kind == "not_found" and field == "proposal_id") or (err.status == 404 and not field):
+        return "There is no proposal with this id (any more); go back to the list."
+    if kind == "not_found":
+        return "A selected query is not in the request log (any more); reload the page."
+    return err.detail
+
+
+def _confirm_all(form: Mapping[str, str]) -> bool:
+    return form.get("confirm_members") == "on"
+
+
+def _members_done(done: str, answer: MembersResponse, **more: str) -> dict[str, str]:
+    """The redirect's `done`: what was decided, and how many queries it changed."""
+    return {"done": done, **more, "n": str(answer.changed)}
+
+
+@router.post("/proposals/{proposal_id}/name")
+async def name_proposal(request: Request, proposal_id: str, inbox: Inbox = InboxDep) -> Response:
+    """It is a new intent: a pending one with this name and route (and, ticked, every query of
+    the proposal confirmed as its examples)."""
+
+    async def name(rt: Runtime, form: dict[str, str], _: list[str]) -> dict[str, str]:
+        body = NameProposalRequest(
+            name=form.get("name", "").strip(),
+            route=form.get("route", "").strip(),
+            description=form.get("description", "").strip(),
+            confirm_members=_confirm_all(form),
+        )
+        answer = await discover.name_proposal(rt, rt.require_model(), proposal_id, body)
+        return _members_done("named", answer, name=body.name)
+
+    return await _decide(request, inbox, proposal_id, name)
+
+
+@router.post("/proposals/{proposal_id}/merge")
+async def merge_proposal(request: Request, proposal_id: str, inbox: Inbox = InboxDep) -> Response:
+    """Its queries belong to an intent we have (served or pending)."""
+
+    async def merge(rt: Runtime, form: dict[str, str], _: list[str]) -> dict[str, str]:
+        intent = form.get("intent", "").strip()
+        if not intent:
+            raise ApiError(422, "Choose the intent to merge it into.")
+        body = MergeProposalRequest(intent=intent, confirm_members=_confirm_all(form))
+        answer = await discover.merge_proposal(rt, rt.require_model(), proposal_id, body)
+        return _members_done("merged", answer, name=intent)
+
+    return await _decide(request, inbox, proposal_id, merge)
+
+
+@router.post("/proposals/{proposal_id}/confirm")
+async def confirm_members(request: Request, proposal_id: str, inbox: Inbox = InboxDep) -> Response:
+    """The ticked queries (or, with `all`, every one still to review) become examples of the
+    proposal's intent."""
+
+    async def confirm(rt: Runtime, form: dict[str, str], selected: list[str]) -> dict[str, str]:
+        if not selected and form.get("all") != "1":
+            raise ApiError(422, "Tick the queries to confirm first (or confirm them all).")
+        body = MembersRequest(request_ids=None if form.get("all") == "1" else selected)
+        answer = await discover.confirm_members(rt, rt.require_model(), proposal_id, body)
+        return _members_done("confirmed", answer, name=answer.proposal.intent or "")
+
+    return await _decide(request, inbox, proposal_id, confirm)
+
+
+@router.post("/proposals/{proposal_id}/remove")
+async def remove_members(request: Request, proposal_id: str, inbox: Inbox = InboxDep) -> Response:
+    """The ticked queries do not belong: out of the proposal, and no later run adds them back."""
+
+    async def remove(rt: Runtime, form: dict[str, str], selected: list[str]) -> dict[str, str]:
+        if not selected:
+            raise ApiError(422, "Tick the queries to remove first.")
+        answer = await discover.remove_members(rt, proposal_id, MembersRequest(request_ids=selected))
+        return _members_done("removed", answer)
+
+    return await _decide(request, inbox, proposal_id, remove)
+
+
+@router.post("/proposals/{proposal_id}/dismiss")
+async def dismiss_proposal(request: Request, proposal_id: str, inbox: Inbox = InboxDep) -> Response:
+    """Not an intent: hidden until a later run finds it grown by the job's factor."""
+
+    async def dismiss(rt: Runtime, form: dict[str, str], _: list[str]) -> dict[str, str]:
+        await discover.dismiss_proposal(rt, proposal_id)
+        return {"done": "dismissed"}
+
+    return await _decide(request, inbox, proposal_id, dismiss)
 
 
 @router.get("/static/{name}")

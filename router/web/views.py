@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 from router.runtime import Runtime
 from router.store.audit import AccuracyEstimate, audit_accuracy
+from router.store.discovery import open_count
 from router.store.models import NAME_LENGTH
 from router.store.queries import QueueItem, ReviewStats, ReviewStrategy, review_queue, review_stats
 from router.text_rules import storable_problem
@@ -19,6 +20,8 @@ from router.text_rules import storable_problem
 PAGE_ITEMS = 10  # items on one page; the count of those left runs to QUEUE_MAX
 QUEUE_MAX = 1000
 STRATEGIES: tuple[str, ...] = get_args(ReviewStrategy)
+PROPOSAL_FILTERS = ("open", "named", "merged", "dismissed", "all")  # `GET /v1/discover`'s statuses
+MEMBERS_SHOWN = 200  # a proposal's queries on its page (most similar first); "confirm all" takes every one
 
 
 @dataclass(frozen=True)
@@ -157,4 +160,39 @@ def done_message(params: Mapping[str, str]) -> str | None:
         return f"Added the pending intent {name}: it is in the list of intents now."
     if done == "unskipped":
         return "Your skipped items are back in the queue."
+    return None
+
+
+async def open_proposals(rt: Runtime) -> int | None:
+    """How many proposed intents wait for a decision (the tab's count); None without a store."""
+    if rt.db is None:
+        return None
+    return await asyncio.to_thread(open_count, rt.db)
+
+
+def _count(params: Mapping[str, str], key: str) -> int:
+    try:
+        return max(int(params.get(key, "0")), 0)
+    except ValueError:
+        return 0
+
+
+def _queries(n: int) -> str:
+    return f"{n} {'query' if n == 1 else 'queries'}"
+
+
+def proposal_done_message(params: Mapping[str, str]) -> str | None:
+    """What a decision on a proposed intent did, from the redirect's `done`, `name` and `n` (a count)."""
+    done, name, n = params.get("done"), params.get("name", ""), _count(params, "n")
+    confirmed = f" {_queries(n)} confirmed as its examples." if n else ""
+    if done == "named" and name:
+        return f"Named it {name}: a pending intent now.{confirmed}"
+    if done == "merged" and name:
+        return f"Merged into {name}.{confirmed}"
+    if done == "confirmed" and name:
+        return f"Confirmed {_queries(n)} as {name}."
+    if done == "removed":
+        return f"Removed {_queries(n)}: a later run will not add them back."
+    if done == "dismissed":
+        return "Dismissed: it stays hidden unless a later run finds it much larger."
     return None
