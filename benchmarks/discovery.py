@@ -375,7 +375,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"({100 * r['hidden_traffic_fallback']:.1f}% "
             f"of the hidden intents' ones); {d['candidates']:,} distinct unrouted texts, {d['clustered']:,} "
             f"clustered into {len(d['proposals'])} proposals in {d['seconds']:.0f} s (the whole job). "
-            f"Reviewer actions: {r['review']['actions']}, then {r['top_up']['actions']} from the queue "
+            f"Reviewer actions: {', '.join(f'{n} {a}' for a, n in sorted(r['review']['actions'].items()))}, "
+            f"then {r['top_up']['actions']} from the queue "
             f"({r['top_up']['items_read']} items read). Retrain: {r['retrain'].get('reason')}. "
             + machine_line(r["machine"])
         )
@@ -420,7 +421,18 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "discovery")
     parser.add_argument("--quick", action="store_true", help="smoke run: writes no results or docs")
     parser.add_argument("--note", default=None)
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite the docs section from the results"
+    )
     args = parser.parse_args()
+    if args.report_only:
+        replace_section(
+            REPO / "docs" / "BENCHMARKS.md",
+            "discovery",
+            "Intent discovery",
+            markdown(json.loads(RESULTS.read_text())),
+        )
+        return
     use_local_datasets()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     data = load(args.dataset)
