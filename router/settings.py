@@ -126,7 +126,18 @@ class Settings(BaseSettings):
         "key per process (sessions end at a restart and hold on one replica only).",
     )
     review_session_hours: float = Field(12.0, gt=0, le=720, description="A /review sign-in lasts this long.")
-    engine: Literal["local", "remote"] = Field("local", description="In-process vLLM or remote.")
+    engine: Literal["local", "remote", "onnx", "auto"] = Field(
+        "local",
+        description="local: in-process vLLM; remote: a `vllm serve` at engine_url; onnx: ONNX Runtime "
+        "in-process (the model's ONNX export, CPU); auto: vLLM on a GPU, on a CPU the engine the "
+        "export's measurement found faster (docs/ROUTER.md, Engines).",
+    )
+    onnx_threads: int = Field(
+        0,
+        ge=0,
+        description="ONNX engine: intra-op threads of its session; 0: one fewer than the cores this "
+        "process may use (CPU affinity, bounded by a cgroup CPU limit), at least 1.",
+    )
     engine_url: str | None = Field(None, description="`vllm serve` base URL (remote engine).")
     engine_served_model: str | None = Field(
         None,

@@ -196,7 +196,8 @@ class LiveRollout:
                 return
             champion = (await asyncio.to_thread(registry.aliases)).get("champion")
             model = self.rt.model
-            adoptable = self.rt.settings.engine == "local"  # remote: the champion's own server follows
+            # in-process engines (local, onnx, auto) are adopted; remote: the champion's own server follows
+            adoptable = self.rt.settings.engine != "remote"
             if (
                 adoptable
                 and champion == second.info.version
@@ -264,10 +265,10 @@ class LiveRollout:
 
     def take(self, version: str) -> LoadedModel | None:
         """Hand over the loaded challenger when it is `version` (it became the champion); the
-        rollout here ends with it. Local engines only: a remote challenger's server is the
+        rollout here ends with it. In-process engines only: a remote challenger's server is the
         rollout's, and the champion's own server is rolled to the new version instead."""
         second = self.second
-        if second is None or second.info.version != version or self.rt.settings.engine != "local":
+        if second is None or second.info.version != version or self.rt.settings.engine == "remote":
             return None
         self.second = self.state = None
         self.rt.metrics.set_rollout(None)

@@ -1,10 +1,13 @@
 """The engine interface the router talks to.
 
-Two implementations sit behind `Engine`: the in-process vLLM `AsyncLLM` (`serving.local`, the
-default: vLLM batches concurrent requests continuously) and a remote `vllm serve --runner pooling`
-reached over HTTP (`serving.remote`, for many replicas behind a load balancer). The router only
-sees `classify`, `ready`, `close`, `info` and `batch_size_observer`, so it cannot tell them apart.
-`serving.factory.open_engine` picks one; `serving.model_dir` reads the facts both report.
+Three implementations sit behind `Engine`: the in-process vLLM `AsyncLLM` (`serving.local`, the
+default: vLLM batches concurrent requests continuously), a remote `vllm serve --runner pooling`
+reached over HTTP (`serving.remote`, for many replicas behind a load balancer), and ONNX Runtime
+in-process (`serving.onnx_engine`: the small encoders on a CPU, batched by
+`serving.request_batcher`). The router only sees `classify`, `ready`, `close`, `info` and
+`batch_size_observer`, so it cannot tell them apart; each also names its `kind` (`local`,
+`remote`, `onnx`) for the `engine` label of `switchboard_model_info`.
+`serving.factory.open_engine` picks one; `serving.model_dir` reads the facts all report.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ class Engine(Protocol):
 
     `batch_size_observer`, when set, is called from the event loop with the number of requests
     in each engine step (local engine: vLLM's scheduler batches, across all concurrent
-    `classify` calls). The remote engine cannot see the server's scheduler and never calls it.
+    `classify` calls; ONNX engine: the texts of each batch it runs). The remote engine cannot
+    see the server's scheduler and never calls it.
     """
 
     info: ModelInfo

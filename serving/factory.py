@@ -1,19 +1,27 @@
-"""Open the engine a deployment asks for: in-process vLLM (`local`) or a remote vLLM server."""
+"""Open the engine a deployment asks for: in-process vLLM (`local`), a remote vLLM server
+(`remote`), ONNX Runtime in-process (`onnx`), or the one `serving.engine_choice` picks (`auto`)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
 from serving.engine import Engine
+from serving.engine_choice import check_onnx_servable, choose_engine
 from serving.label_scoring import is_generative
 from serving.model_dir import read_model_info
+
+log = logging.getLogger(__name__)
+
+EngineKind = Literal["local", "remote", "onnx", "auto"]
+ENGINE_KINDS: tuple[str, ...] = ("local", "remote", "onnx", "auto")
 
 
 async def open_engine(
     model_dir: str | Path,
     *,
-    kind: Literal["local", "remote"] = "local",
+    kind: EngineKind = "local",
     url: str | None = None,
     dtype: str = "auto",
     eager: bool = False,
@@ -21,6 +29,7 @@ async def open_engine(
     engine_overrides: dict[str, Any] | None = None,
     gpu_memory_utilization: float | None = None,
     served_model: str | None = None,
+    onnx_threads: int = 0,
 ) -> Engine:
     """Open the engine for `model_dir`.
 
@@ -34,8 +43,22 @@ async def open_engine(
     classification answers; a different one is an `EngineError` naming both).
     `gpu_memory_utilization`: the local engine's share of GPU memory (default
     `serving.local.HOT_SWAP_GPU_SHARE`: champion, challenger and a hot swap fit).
+    onnx: the model directory's ONNX export in an ONNX Runtime session on the CPU (well under a
+    second; no torch or vLLM loaded) with `onnx_threads` intra-op threads (0: one fewer than the
+    cores this process may use); a directory without one, and a generative model, are a
+    `ModelDirError` naming the reason. auto: `local` or `onnx` by `serving.engine_choice`'s rule
+    (logged); the engine's `kind` says which.
     """
     info = read_model_info(model_dir)
+    if kind == "auto":
+        choice = choose_engine(model_dir)
+        log.info("--engine auto: %s for %s (%s)", choice.kind, info.version, choice.reason)
+        kind = choice.kind
+    if kind == "onnx":
+        check_onnx_servable(model_dir)
+        from serving.onnx_engine import OnnxEngine
+
+        return await OnnxEngine.open(info, timeout_s=timeout_s, threads=onnx_threads)
     if kind == "local":
         from serving.local import LocalEngine
 
@@ -56,4 +79,4 @@ async def open_engine(
         from serving.remote import RemoteEngine
 
         return RemoteEngine(info, url, timeout_s=timeout_s, served_model=served_model)
-    raise ValueError(f"unknown engine kind {kind!r}; expected 'local' or 'remote'")
+    raise ValueError(f"unknown engine kind {kind!r}; expected one of {', '.join(ENGINE_KINDS)}")

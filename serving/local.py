@@ -90,6 +90,8 @@ class _BatchSizeLogger(StatLoggerBase):
 class LocalEngine:
     """`Engine` over an in-process `AsyncLLM` (its EngineCore runs in a child process)."""
 
+    kind = "local"  # the `engine` label of switchboard_model_info
+
     def __init__(self, info: ModelInfo, llm: AsyncLLM, *, timeout_s: float, sink: _BatchSink) -> None:
         self.info = info
         self._llm: AsyncLLM | None = llm  # None once closed

@@ -8,12 +8,13 @@ scripts that call this need an `if __name__ == "__main__":` guard.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from serving.hardware import cpu_has_native_bf16
 
 
 def engine_kwargs(
@@ -54,17 +55,7 @@ def resolve_dtype(dtype: str) -> str:
     """
     if dtype != "auto" or torch.cuda.is_available():
         return dtype
-    return "bfloat16" if _cpu_has_native_bf16() else "float32"
-
-
-@cache
-def _cpu_has_native_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = next((line for line in fh if line.startswith(("flags", "Features"))), "")
-    except OSError:
-        return False
-    return bool({"avx512_bf16", "amx_bf16", "bf16"} & set(flags.split()))
+    return "bfloat16" if cpu_has_native_bf16() else "float32"
 
 
 def open_llm(

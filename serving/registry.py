@@ -13,6 +13,11 @@ fsynced, and it appears by an atomic rename (the versions directory fsynced afte
 is replaced atomically. A registration or promotion killed at any point, power loss included,
 leaves the registry as it was (at worst a `.tmp-*` directory, ignored and swept by the next writer).
 
+A version's files do not change once registered, with two additions that say how to serve it,
+never what it serves: its lineage (`serving.lineage`) and its ONNX export (`model.onnx`,
+`model.int8.onnx`, `onnx.json`: `switchboard models export-onnx VERSION`, each file replaced
+atomically).
+
 Integrity: a version is named only as `v0003`, `3`, `champion` or `challenger` (never a path, so
 nobody reaches a directory outside `versions/` through the registry); an alias is moved only to a
 version that exists (rollback checks the previous champion is still there before writing); a

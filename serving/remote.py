@@ -40,6 +40,8 @@ PROBE_TEXT = "hello"
 class RemoteEngine:
     """`Engine` over a vLLM server's `/classify` endpoint (vLLM 0.32 classification protocol)."""
 
+    kind = "remote"
+
     def __init__(
         self,
         info: ModelInfo,

@@ -13,7 +13,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from support import API_KEY, CHAT_TEMPLATE, SAMPLE, SERVED, SHARED_DATASETS, sample_texts, vllm_server
+from support import (
+    API_KEY,
+    CHAT_TEMPLATE,
+    SAMPLE,
+    SERVED,
+    SHARED_DATASETS,
+    build_tiny_onnx_model,
+    sample_texts,
+    vllm_server,
+)
 
 from training.tiny_models import build_tiny_llama
 
@@ -32,6 +41,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), sample_texts())
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random tiny BERT classifier of the sample intents with its checked ONNX export."""
+    return build_tiny_onnx_model(tmp_path_factory.mktemp("tiny-onnx") / "model")
 
 
 @pytest.fixture(scope="session")

@@ -63,6 +63,40 @@ def test_evaluate_dir_that_is_not_a_model(tmp_path: Path) -> None:
     _fails(["evaluate", str(tmp_path), "--dataset", "data/sample"], "no config.json")
 
 
+def _model_dir(path: Path, **config: object) -> Path:
+    import json
+
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"id2label": {"0": "a", "1": "b"}, **config}))
+    return path
+
+
+def test_export_onnx_bad_input(tmp_path: Path) -> None:
+    _fails(["models", "export-onnx", str(tmp_path / "missing")], "model directory not found")
+    _fails(["models", "export-onnx", "v0007", "-r", str(tmp_path / "none")], "registry not found")
+    (tmp_path / "registry").mkdir()
+    _fails(["models", "export-onnx", "v0007", "-r", str(tmp_path / "registry")], "no model version 'v0007'")
+    generative = _model_dir(tmp_path / "gen")
+    (generative / "generative.json").write_text("{}")
+    _fails(["models", "export-onnx", str(generative)], "the generative objective is served by vLLM")
+    decoder = _model_dir(
+        tmp_path / "llama", model_type="llama", architectures=["LlamaForSequenceClassification"]
+    )
+    _fails(["models", "export-onnx", str(decoder)], "a decoder classifier (llama) stays on vLLM")
+    encoder = _model_dir(tmp_path / "bert", model_type="bert")
+    _fails(["models", "export-onnx", str(encoder)], "has no tokenizer.json")
+    (encoder / "tokenizer.json").write_text("{}")
+    _fails(["models", "export-onnx", str(encoder)], "names no training data (config.yaml): pass --dataset")
+    _fails(["models", "export-onnx", str(encoder), "-d", str(tmp_path / "nowhere")], "not found")
+
+
+def test_serve_engine_onnx_without_an_export(tmp_path: Path) -> None:
+    model = _model_dir(tmp_path / "m")
+    _fails(["serve", "--model", str(model), "--engine", "onnx"], "has no ONNX export (onnx.json)")
+    (model / "generative.json").write_text("{}")
+    _fails(["serve", "--model", str(model), "--engine", "ONNX"], "the generative objective is served by vLLM")
+
+
 def test_resume_missing_checkpoint(tmp_path: Path) -> None:
     _fails(["train", "--resume", str(tmp_path / "ckpt")], "checkpoint directory not found")
 
@@ -72,7 +106,7 @@ def test_resume_missing_checkpoint(tmp_path: Path) -> None:
     [
         (["evaluate", "m", "--dataset", "data/sample", "--split", "dev"], "Invalid value for '--split'"),
         (["check-vllm", "m", "-d", "data/sample", "--dtype", "int4"], "'int4' is not one of"),
-        (["serve", "--engine", "cloud"], "'cloud' is not one of 'local', 'remote'"),
+        (["serve", "--engine", "cloud"], "'cloud' is not one of 'local', 'remote', 'onnx', 'auto'"),
         (["retrain", "--start-from", "scratch"], "Invalid value for '--start-from'"),
         (["models", "register", "m", "--alias", "staging"], "'staging' is not one of"),
         (["baseline", "classical", "-d", "data/sample", "--kind", "bert"], "Invalid value for '--kind'"),

@@ -593,3 +593,61 @@ def test_the_discovery_job_reads_the_last_week_daily_beside_the_retrain() -> Non
     assert schedules["switchboard-discover"][:2] != schedules["switchboard-retrain"][:2]
     spec = one("CronJob", "switchboard-discover")["spec"]
     assert spec["concurrencyPolicy"] == "Forbid"
+
+
+# ------------------------------------------------------------------ the ONNX Runtime router variant
+
+ONNX_VARIANT = K8S / "variants" / "router-onnx-deployment.yaml"
+
+
+def test_the_onnx_router_variant_is_valid_and_replaces_the_router_deployment() -> None:
+    """Not in kustomization.yaml (it would be a second router Deployment): applied after the base,
+    it replaces the vLLM router's Deployment, so the router Service, PDB and autoscaler select it."""
+    (variant,) = load_all(ONNX_VARIANT)
+    kubernetes_validate.validate(variant, KUBE_VERSION, strict=True)
+    assert ONNX_VARIANT.name not in (K8S / "kustomization.yaml").read_text()
+    base = one("Deployment", "switchboard-router")
+    assert variant["metadata"]["name"] == base["metadata"]["name"]
+    assert variant["metadata"]["namespace"] == "switchboard"  # applied with -f, not through kustomize
+    assert variant["spec"]["selector"] == base["spec"]["selector"]
+    labels = variant["spec"]["template"]["metadata"]["labels"]
+    assert selects(base["spec"]["template"]["metadata"]["labels"], labels)
+    for kind, name in (("Service", "switchboard"), ("PodDisruptionBudget", "switchboard-router")):
+        selector = one(kind, name)["spec"]["selector"]
+        assert selects(selector.get("matchLabels", selector), labels), name
+    hpa = one("HorizontalPodAutoscaler", "switchboard-router")["spec"]["scaleTargetRef"]
+    assert (hpa["kind"], hpa["name"]) == ("Deployment", variant["metadata"]["name"])
+
+
+def test_the_onnx_router_variant_serves_the_champion_on_onnx(monkeypatch: pytest.MonkeyPatch) -> None:
+    (variant,) = load_all(ONNX_VARIANT)
+    pod = variant["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["args"] == ["--engine", "onnx"]
+    names = [v["name"] for v in c["env"]]
+    assert unknown_settings(names) == set() and len(names) == len(set(names))
+    secrets = {
+        "SWITCHBOARD_DATABASE_URL": "postgresql://u:p@db:5432/s",
+        "SWITCHBOARD_ADMIN_TOKEN": "x" * 32,
+        "SWITCHBOARD_SESSION_SECRET": "y" * 32,
+    }
+    assert set(secrets) == {v["name"] for v in c["env"] if "valueFrom" in v}
+    settings = settings_from_env({**env_values(c), **secrets}, monkeypatch)
+    assert settings.model_dir is None and settings.registry_dir == Path("/models/registry")
+    assert settings.registry_poll_s > 0  # follows the champion and rollouts: no engine server to roll
+    assert settings.onnx_threads == int(c["resources"]["requests"]["cpu"]) - 1  # one for the event loop
+    assert "nvidia.com/gpu" not in c["resources"]["limits"] and "limits" in c["resources"]
+    image = dockerfile(DEPLOY / "Dockerfile.onnx")
+    assert image["env"]["SWITCHBOARD_ENGINE"] == "onnx"
+    assert {p["containerPort"] for p in c["ports"]} == image["ports"] == {ROUTER_PORT}
+    assert {m["mountPath"] for m in c["volumeMounts"]} == image["volumes"]
+    assert pod["securityContext"]["runAsUser"] == image["uid"]
+    assert (
+        c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        and c["livenessProbe"]["httpGet"]["path"] == "/livez"
+    )
+    budget = float(env_values(c)["SWITCHBOARD_SHUTDOWN_TIMEOUT_S"])
+    assert pod["terminationGracePeriodSeconds"] > prestop_sleep(c) + budget
+    assert {v["name"] for v in pod["volumes"]} == {m["name"] for m in c["volumeMounts"]}
+    claims = {o["metadata"]["name"] for o in objects() if o["kind"] == "PersistentVolumeClaim"}
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] in claims

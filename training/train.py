@@ -134,11 +134,18 @@ def train(config: TrainConfig, *, resume: str | bool | None = None, progress: bo
     dump_config(config, out / "config.yaml")
 
     # 5. Evaluate the exported weights (validation, test, out-of-scope threshold); model card.
+    evaluated: dict[str, Any] = {}
     metrics = evaluate_export(
-        model, built.tokenizer, data, out, max_length=config.model.max_length, progress=progress
-    )
+        model, built.tokenizer, data, out, max_length=config.model.max_length, progress=progress,
+        keep=evaluated,
+    )  # fmt: skip
+    # 6. ONNX beside the safetensors (the small encoders' CPU engine), checked and measured.
+    onnx = export_onnx(out, data, model, evaluated.get("validation"), seed=config.data.seed)
+    if onnx is not None:
+        metrics["onnx"] = onnx
     metrics["training"] = {
         **training_facts(config, data, train_output, train_seconds),
+        "total_seconds": round(time.perf_counter() - started, 1),  # with export, evaluation, ONNX
         "pooling": built.pooling,
         **({"head_growth": growth.to_json()} if growth is not None else {}),
         **({"contrastive": contrastive.to_json()} if contrastive is not None else {}),
@@ -156,16 +163,19 @@ def evaluate_export(
     *,
     max_length: int,
     progress: bool = True,
+    keep: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Validation and test metrics of exported weights; with an `oos` label, the confidence
     threshold below which a query is out of scope is chosen on validation only. Draws the
-    confusion matrix into `out`."""
+    confusion matrix into `out`. `keep`, when given, receives each split's probabilities."""
     labels = data.label_map.labels
     evaluated = {
         name: split_probabilities(model, tokenizer, split, labels, max_length=max_length, progress=progress)
         for name, split in (("validation", data.validation), ("test", data.test))
         if split is not None
     }
+    if keep is not None:
+        keep.update({name: probs for name, (_, probs) in evaluated.items()})
     metrics: dict[str, Any] = {}
     if data.has_oos:
         metrics["oos_threshold"] = choose_oos_threshold(
@@ -183,6 +193,35 @@ def evaluate_export(
     split = "test" if data.test is not None else "validation"
     write_evaluation(metrics[split], labels, out, title=f"{data.name} ({split})")
     return metrics
+
+
+def export_onnx(
+    out: Path, data: IntentDataset, model: Any, validation_probs: Any = None, *, seed: int = 0
+) -> dict[str, Any] | None:
+    """`training.onnx_pipeline` on the saved model (encoders; a decoder stays on vLLM): its
+    summary for metrics.json, None when skipped. The torch side of the fp32 check reuses the
+    evaluation's validation probabilities when they were computed in float32. A failure is
+    logged and recorded (the model is saved and served by vLLM all the same)."""
+    from training.modeling import is_decoder
+
+    if is_decoder(model.config):
+        return None
+    from training.onnx_checks import check_texts
+    from training.onnx_pipeline import export_checked, record_failure, summary
+
+    fp32 = next(model.parameters()).dtype == torch.float32
+    texts = check_texts(
+        data.label_map.labels, data.validation.texts, data.validation.labels, data.train.texts, seed=seed
+    )
+    try:
+        report = export_checked(out, texts, torch_validation=validation_probs if fp32 else None)
+    except ImportError as err:  # an install without the export's packages (onnx, onnxruntime)
+        log.warning("no ONNX export: %s (pip install '.[train]')", err)
+        report = record_failure(out, err)
+    except Exception as err:
+        log.exception("the ONNX export failed; the model is served by vLLM")
+        report = record_failure(out, err)
+    return summary(report)
 
 
 def _tokenized(

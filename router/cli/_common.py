@@ -193,3 +193,21 @@ def open_store(database_url: str) -> Iterator[Engine]:
         fail(f"cannot read the request log at {where}: {type(err).__name__}: {first[0] if first else ''}")
     finally:
         engine.dispose()
+
+
+def training_split(model_dir: Path) -> dict[str, Any]:
+    """`seed` and `validation_fraction` from the `data` section of the model's training config
+    (`config.yaml`, written at export), those that are there; `{}` without one."""
+    from serving.files import read_yaml_mapping
+    from serving.model_dir import ModelDirError
+
+    config = read_yaml_mapping(model_dir / "config.yaml", ModelDirError, what="model config", missing_ok=True)
+    data = config.get("data")
+    if not isinstance(data, dict):
+        return {}
+    split: dict[str, Any] = {}
+    if isinstance(data.get("seed"), int) and not isinstance(data["seed"], bool):
+        split["seed"] = data["seed"]
+    if isinstance(data.get("validation_fraction"), int | float):
+        split["validation_fraction"] = float(data["validation_fraction"])
+    return split

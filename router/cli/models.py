@@ -1,15 +1,16 @@
-"""`switchboard models list|show|register|migrate|promote|rollback|examples`: model dirs from the shell."""
+"""`switchboard models list|show|register|migrate|promote|rollback|examples|export-onnx`: model dirs
+from the shell."""
 
 from __future__ import annotations
 
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from router.cli import rollout
+from router.cli import export_onnx, rollout
 from router.cli._common import (
     DEFAULT_REGISTRY,
     ModelDirArg,
@@ -21,6 +22,7 @@ from router.cli._common import (
     is_user_error,
     quiet_libraries,
     require_dir,
+    training_split,
     user_errors,
 )
 
@@ -34,6 +36,7 @@ app = typer.Typer(
 app.add_typer(rollout.shadow_app, name="shadow")
 app.add_typer(rollout.canary_app, name="canary")
 app.command("history")(rollout.history)
+app.command("export-onnx")(export_onnx.export_onnx)
 
 
 class Alias(StrEnum):
@@ -175,7 +178,7 @@ def examples(
 
         labels = read_model_info(model_dir).labels
         # split as the model's training did, so that the examples come from its train part only
-        split = _training_split(model_dir)
+        split = training_split(model_dir)
         split_seed = split.pop("seed", 42)
         seed = split_seed if seed is None else seed
         data = load_dataset(dataset, seed=split_seed, **split)
@@ -203,21 +206,3 @@ def examples(
             markup=False,
             soft_wrap=True,
         )
-
-
-def _training_split(model_dir: Path) -> dict[str, Any]:
-    """`seed` and `validation_fraction` from the `data` section of the model's training config
-    (`config.yaml`, written at export), those that are there; `{}` without one."""
-    from serving.files import read_yaml_mapping
-    from serving.model_dir import ModelDirError
-
-    config = read_yaml_mapping(model_dir / "config.yaml", ModelDirError, what="model config", missing_ok=True)
-    data = config.get("data")
-    if not isinstance(data, dict):
-        return {}
-    split: dict[str, Any] = {}
-    if isinstance(data.get("seed"), int) and not isinstance(data["seed"], bool):
-        split["seed"] = data["seed"]
-    if isinstance(data.get("validation_fraction"), int | float):
-        split["validation_fraction"] = float(data["validation_fraction"])
-    return split

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 class Engine(StrEnum):
     local = "local"
     remote = "remote"
+    onnx = "onnx"
+    auto = "auto"
 
 
 def serve(
@@ -29,7 +31,9 @@ def serve(
         Engine | None,
         typer.Option(
             case_sensitive=False,
-            help="local: in-process vLLM (default); remote: a `vllm serve` server at --url.",
+            help="local: in-process vLLM (default); remote: a `vllm serve` server at --url; onnx: "
+            "ONNX Runtime in-process (the model's ONNX export, CPU); auto: vLLM on a GPU, on a CPU the "
+            "engine the export measured faster.",
             show_default=False,
         ),
     ] = None,
@@ -140,7 +144,7 @@ def _graceful_server(config: Any, runtime: Any, delay_s: float) -> Any:
 
 
 def _check_serving(settings: Settings) -> None:
-    """Model dir, route map and database checked before vLLM spends a minute loading.
+    """Model dir, route map, engine and database checked before vLLM spends a minute loading.
 
     Raises the settings', policy's, model directory's and store's own errors (user errors)."""
     from router.policy import policy_for
@@ -152,6 +156,14 @@ def _check_serving(settings: Settings) -> None:
     require_dir(settings.model_dir)
     info = read_model_info(settings.model_dir)
     policy_for(info, settings)
+    if settings.engine == "onnx":  # no export, or a generative model: one line now, not at load
+        from serving.engine_choice import check_onnx_servable
+
+        check_onnx_servable(settings.model_dir)
+    elif settings.engine == "auto":
+        from serving.engine_choice import choose_engine
+
+        choose_engine(settings.model_dir)  # fails only when no engine can serve it here
     db = create_db_engine(settings.database_url, connect_timeout_s=settings.database_connect_timeout_s)
     try:
         migrate(db)

@@ -16,10 +16,12 @@ from support.models import (
     SERVED,
     SHARED_DATASETS,
     WEAK,
+    build_tiny_onnx_model,
     build_weak_champion,
     read_rows,
     sample_texts,
     served_requests,
+    torch_probabilities,
 )
 from support.pg import pg_schema
 from support.servers import REPO, TEST_ENV, Server, free_port, vllm_serve_command, vllm_server
@@ -34,6 +36,7 @@ __all__ = [
     "TEST_ENV",
     "WEAK",
     "Server",
+    "build_tiny_onnx_model",
     "build_weak_champion",
     "free_port",
     "pg_schema",
@@ -41,6 +44,7 @@ __all__ = [
     "sample_texts",
     "served_requests",
     "store_feedback",
+    "torch_probabilities",
     "vllm_serve_command",
     "vllm_server",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 from training.tiny_models import dataset_texts
 
@@ -82,4 +83,41 @@ def served_requests(base_url: str) -> float:
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
         if line.startswith("vllm:request_success_total")
+    )
+
+
+def build_tiny_onnx_model(path: Path, *, seed: int = 0, version: str | None = None) -> Path:
+    """A random tiny BERT classifier over the sample dataset's intents (its route map copied in)
+    with its ONNX export checked on the sample data, as `switchboard train` leaves a model
+    directory: seconds, no download. `version`: written as the directory's version name."""
+    import json
+    import shutil
+
+    from training.onnx_checks import check_texts
+    from training.onnx_pipeline import export_checked
+    from training.tiny_models import build_tiny_bert_classifier
+
+    rows = read_rows(SAMPLE / "train.csv")
+    labels = sorted({r["label"] for r in rows})
+    build_tiny_bert_classifier(path, sample_texts(), labels, seed=seed)
+    shutil.copy(SAMPLE / "routes.yaml", path / "routes.yaml")
+    if version is not None:
+        (path / "switchboard-version.json").write_text(json.dumps({"version": version}))
+    validation, train = rows[::5], [r for i, r in enumerate(rows) if i % 5]
+    texts = check_texts(
+        labels, [r["text"] for r in validation], [r["label"] for r in validation], [r["text"] for r in train]
+    )
+    export_checked(path, texts)
+    return path
+
+
+def torch_probabilities(model_dir: Path, texts: list[str]) -> np.ndarray:
+    """The exported classifier's probabilities in transformers (fp32), truncated as served."""
+    from serving.model_dir import read_model_info
+    from training.modeling import load_classifier
+    from training.predict import predict_proba
+
+    model, tokenizer = load_classifier(model_dir)
+    return predict_proba(
+        model, tokenizer, texts, max_length=read_model_info(model_dir).max_length, progress=False
     )
