@@ -40,7 +40,7 @@ SAMPLE = REPO / "data" / "sample"
 TRAIN = ["--config", "configs/minilm-cpu.yaml", "--dataset", "data/sample"]
 # a minute on a CPU: the preset's 6 epochs and contrastive stage take ten; on this small set the
 # linear-probe head does most of the work
-TRAIN_OVERRIDES = ["optim.epochs=1", "contrastive.mode=never"]
+TRAIN_OVERRIDES = ["optim.epochs=1", "contrastive.mode=never", "model.onnx_export=false"]
 QUERIES: dict[str, str | None] = {  # what a customer writes -> the intent a reviewer would give
     "Why is my bill £20 more than last month?": "bill_explanation",
     "I've had no signal on my phone since this morning": "no_signal",

@@ -40,6 +40,9 @@ class ModelConfig:
     max_length: int = 64  # tokens; customer queries are short
     precision: Precision = "auto"  # compute dtype; auto: bf16 on a capable GPU, fp32 on CPU
     gradient_checkpointing: bool = False
+    # an encoder's export also writes model.onnx, checked (the CPU engine, serving.onnx_engine);
+    # false: vLLM serves it only (saves the export's seconds, e.g. the demo's two trainings)
+    onnx_export: bool = True
     # optim.head_init=grow: the base model's label -> its name here (a renamed intent keeps its row)
     label_renames: dict[str, str] = dataclasses.field(default_factory=dict)
 

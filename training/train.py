@@ -140,7 +140,11 @@ def train(config: TrainConfig, *, resume: str | bool | None = None, progress: bo
         keep=evaluated,
     )  # fmt: skip
     # 6. ONNX beside the safetensors (the small encoders' CPU engine), checked and measured.
-    onnx = export_onnx(out, data, model, evaluated.get("validation"), seed=config.data.seed)
+    onnx = (
+        export_onnx(out, data, model, evaluated.get("validation"), seed=config.data.seed)
+        if config.model.onnx_export
+        else None
+    )
     if onnx is not None:
         metrics["onnx"] = onnx
     metrics["training"] = {
