@@ -281,6 +281,7 @@ def run(data: Data, args: argparse.Namespace) -> dict[str, Any]:
             discover = [
                 "intents", "discover", "--since", state["window_start"], "--min-size", str(args.min_size),
                 "-r", str(loop.registry), "--database-url", loop.database_url, "--no-progress",
+                *(["--below-confidence", str(args.below_confidence)] if args.below_confidence else []),
             ]  # fmt: skip
             rc, seconds = cli(discover, loop.log)
             if rc != 0:
@@ -332,8 +333,14 @@ def run(data: Data, args: argparse.Namespace) -> dict[str, Any]:
     return {"hidden": hidden, "champion_examples": len(rows), **state}
 
 
+def run_key(name: str, args: argparse.Namespace) -> str:
+    cut = f", unrouted also under {args.below_confidence:g} confidence" if args.below_confidence else ""
+    return f"{name}, {args.hidden} hidden, seed {args.seed}{cut}"
+
+
 def image_path(name: str, args: argparse.Namespace) -> Path:
-    return REPO / "docs" / "images" / f"discovery-{name}-hidden{args.hidden}.png"
+    cut = f"-below{args.below_confidence:g}" if args.below_confidence else ""
+    return REPO / "docs" / "images" / f"discovery-{name}-hidden{args.hidden}{cut}.png"
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -385,9 +392,11 @@ def markdown(results: dict[str, Any]) -> str:
         d = r["discovery"]
         oos = [p for p in d["proposals"] if p["majority"] == "oos"]
         lines += [
-            f"**Negative control, {key}**: a champion of every intent (50 examples each, out-of-scope "
-            f"included); {d['candidates']:,} distinct unrouted texts made {len(d['proposals'])} proposals, "
-            f"{len(oos)} of them mostly out-of-scope queries (queries of no intent):",
+            f"**Negative control, {key}**: a champion of every intent ({r.get('per_intent', 50)} examples "
+            f"each, out-of-scope included) at its own out-of-scope threshold; {r['traffic']['fallback']:,} "
+            f"of {r['traffic']['queries']:,} traffic queries fell back; {d['candidates']:,} distinct "
+            f"unrouted texts made {len(d['proposals'])} proposals, {len(oos)} of them mostly out-of-scope "
+            "queries (queries of no intent)" + (":" if oos else "."),
             "",
             *(
                 f"- {p['size']} members, purity {p['purity']:.2f}, keywords {', '.join(p['keywords'])}"
@@ -414,6 +423,9 @@ def main() -> None:
         "--gate-holdout", type=float, default=0.3, help="share of the kept pool carved for the gate"
     )
     parser.add_argument("--min-size", type=int, default=10, help="switchboard intents discover --min-size")
+    parser.add_argument(
+        "--below-confidence", type=float, default=None, help="switchboard intents discover --below-confidence"
+    )
     parser.add_argument("--labels-per-new-intent", type=int, default=20)
     parser.add_argument("--min-examples", type=int, default=10, help="switchboard retrain --min-examples")
     parser.add_argument("--review-budget", type=int, default=3000, help="most queue items read in the top-up")
@@ -439,6 +451,8 @@ def main() -> None:
     started = time.perf_counter()
     result = run(data, args)
     result.update(
+        per_intent=args.per_intent,
+        below_confidence=args.below_confidence,
         image=str(image_path(data.name, args).relative_to(REPO)),
         machine=machine_info(),
         command="python benchmarks/discovery.py " + shlex.join(sys.argv[1:]),
@@ -450,7 +464,7 @@ def main() -> None:
         return
     everything = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": {}}
     everything["goals"] = GOALS
-    everything["runs"][f"{data.name}, {args.hidden} hidden, seed {args.seed}"] = result
+    everything["runs"][run_key(data.name, args)] = result
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(everything, indent=2, default=str) + "\n")
     replace_section(REPO / "docs" / "BENCHMARKS.md", "discovery", "Intent discovery", markdown(everything))
