@@ -396,11 +396,13 @@ def markdown(results: dict[str, Any]) -> str:
             f"each, out-of-scope included) at its own out-of-scope threshold; {r['traffic']['fallback']:,} "
             f"of {r['traffic']['queries']:,} traffic queries fell back; {d['candidates']:,} distinct "
             f"unrouted texts made {len(d['proposals'])} proposals, {len(oos)} of them mostly out-of-scope "
-            "queries (queries of no intent)" + (":" if oos else "."),
+            "queries (queries of no intent)" + (":" if d["proposals"] else "."),
             "",
             *(
-                f"- {p['size']} members, purity {p['purity']:.2f}, keywords {', '.join(p['keywords'])}"
-                for p in oos
+                f"- {p['size']} members, majority {p['majority']} (purity {p['purity']:.2f}), keywords "
+                f"{', '.join(p['keywords'])}; nearest intent {p['nearest_intent']} "
+                f"(similarity {p['nearest_similarity']})"
+                for p in d["proposals"]
             ),
             "",
             f"![{key}: unrouted queries by proposal](images/{Path(r['image']).name})",
