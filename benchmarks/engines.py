@@ -397,7 +397,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=15, help="seconds per wrk point")
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--work", type=Path, help="variants, logs, databases (default: beside --out)")
+    parser.add_argument("--work", type=Path, help="variants, logs, databases (default: runs/<out>-work)")
     parser.add_argument("--resume", action="store_true", help="keep the engines already in --out")
     parser.add_argument("--no-extras", action="store_true", help="skip the swap and shadow memory runs")
     parser.add_argument("--no-doc", action="store_true", help="write the JSON only")
@@ -412,7 +412,8 @@ def main() -> None:
     texts, labels = list(split.texts[: args.texts]), list(split.labels[: args.texts])
     info = read_model_info(args.model_dir)
     truth = np.asarray([info.labels.index(x) if x in info.labels else -1 for x in labels])
-    work = args.work or args.out.parent / f"{args.out.stem}-work"
+    # variants, logs and databases: under runs/ (ignored), never beside the results in the repository
+    work = args.work or REPO / "runs" / f"{args.out.stem}-work"
     work.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = json.loads(args.out.read_text()) if args.resume and args.out.is_file() else {}
     results.update(
