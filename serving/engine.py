@@ -12,6 +12,7 @@ in-process (`serving.onnx_engine`: the small encoders on a CPU, batched by
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -53,3 +54,16 @@ class Engine(Protocol):
     async def close(self) -> None:
         """Release the engine (processes, connections); idempotent."""
         ...
+
+
+PROBE_TEXT = "hello"
+
+
+async def probe(engine: Engine, log: logging.Logger, what: str = "engine") -> bool:
+    """`ready()` for the in-process engines: a probe classification answers one row per label."""
+    try:
+        probs = await engine.classify([PROBE_TEXT])
+    except EngineError as err:
+        log.warning("%s not ready: %s", what, err)
+        return False
+    return probs.shape == (1, len(engine.info.labels))

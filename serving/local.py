@@ -34,13 +34,12 @@ from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.metrics.loggers import PrometheusStatLogger, StatLoggerBase
 from vllm.v1.metrics.prometheus import unregister_vllm_metrics
 
-from serving.engine import BatchSizeObserver, EngineError
+from serving.engine import BatchSizeObserver, EngineError, probe
 from serving.model_dir import ModelInfo
 from serving.offline import engine_kwargs
 
 log = logging.getLogger(__name__)
 
-PROBE_TEXT = "hello"
 # A hot swap loads the new engine while the old one still serves and holds its memory; vLLM
 # refuses to start an engine when less than its `gpu_memory_utilization` share is free, so at
 # its default of 0.9 the second engine could never start. A live rollout holds the champion and
@@ -203,12 +202,7 @@ class LocalEngine:
     async def ready(self) -> bool:
         if self._llm is None or self._llm.errored:
             return False
-        try:
-            probs = await self.classify([PROBE_TEXT])
-        except EngineError as err:
-            log.warning("engine not ready: %s", err)
-            return False
-        return probs.shape == (1, len(self.info.labels))
+        return await probe(self, log)
 
     async def close(self) -> None:
         """Stop the EngineCore process; in-flight `classify` calls fail with `EngineError`.

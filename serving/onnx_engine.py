@@ -20,15 +20,13 @@ from typing import Self
 
 import numpy as np
 
-from serving.engine import BatchSizeObserver, EngineError
+from serving.engine import BatchSizeObserver, EngineError, probe
 from serving.hardware import available_cpus
 from serving.model_dir import ModelDirError, ModelInfo
 from serving.onnx_model import OnnxClassifier, served_onnx_file
 from serving.request_batcher import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_S, RequestBatcher
 
 log = logging.getLogger(__name__)
-
-PROBE_TEXT = "hello"
 
 
 class OnnxEngine:
@@ -118,14 +116,7 @@ class OnnxEngine:
             raise EngineError(f"ONNX Runtime did not answer within {self._timeout_s:g} s") from None
 
     async def ready(self) -> bool:
-        if self._batcher.closed:
-            return False
-        try:
-            probs = await self.classify([PROBE_TEXT])
-        except EngineError as err:
-            log.warning("engine not ready: %s", err)
-            return False
-        return probs.shape == (1, len(self.info.labels))
+        return not self._batcher.closed and await probe(self, log)
 
     async def close(self) -> None:
         """Stop batching; queued calls fail with `EngineError`. Idempotent."""

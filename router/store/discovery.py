@@ -20,7 +20,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, and_, exists, func, or
 from router.store.feedback import insert_ignore
 from router.store.models import discovery_runs, feedback, proposal_members, proposals, requests
 from router.store.queries import as_utc as utc
-from router.store.queries import normalise_text
+from router.store.queries import labelled_texts, normalise_text
 
 ProposalStatus = Literal["open", "named", "merged", "dismissed"]
 PROPOSAL_STATUSES: tuple[str, ...] = get_args(ProposalStatus)
@@ -141,7 +141,7 @@ def unrouted_queries(
             .order_by(r.c.created_at.desc(), r.c.id.desc())
             .limit(limit)
         ).all()
-        labelled = _labelled_texts(conn)
+        labelled = labelled_texts(conn)
     by_text: dict[str, list[Any]] = {}
     for row in rows:
         key = normalise_text(row.text)
@@ -154,11 +154,6 @@ def unrouted_queries(
         for first, group in ((group[0], group) for group in by_text.values())
     ]
     return int(total), int(count), out
-
-
-def _labelled_texts(conn: Connection) -> set[str]:
-    query = select(requests.c.text).join(feedback, feedback.c.request_id == requests.c.id)
-    return {normalise_text(text) for text in conn.execute(query).scalars() if text is not None}
 
 
 # -- proposals ----------------------------------------------------------------------------------

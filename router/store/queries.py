@@ -80,7 +80,7 @@ def unlabelled_texts(
         query = query.where(r.c.created_at >= as_utc(since))
     with _connected(database_url) as engine, engine.connect() as conn:
         texts = conn.execute(query).scalars().all()
-        labelled = _labelled_texts(conn)
+        labelled = labelled_texts(conn)
     unique: dict[str, str] = {}
     for text in texts:
         key = normalise_text(text)
@@ -208,7 +208,7 @@ def review_queue(
     query = _filtered(query, since, model_version, route, intent)
     with _connected(engine_or_url) as engine, engine.connect() as conn:
         rows = conn.execute(query).all()  # newest first
-        labelled = _labelled_texts(conn)
+        labelled = labelled_texts(conn)
     # a text a person has labelled once (on any of its requests) needs no second look
     candidates = [item for item in map(_item, rows) if normalise_text(item.text) not in labelled]
     if strategy in ("uncertainty", "diverse"):
@@ -278,7 +278,7 @@ def _filtered(
     return query
 
 
-def _labelled_texts(conn: Connection) -> set[str]:
+def labelled_texts(conn: Connection) -> set[str]:
     """Normalised texts that have feedback on any of their requests: labelled once, never queued
     or offered again."""
     query = select(requests.c.text).join(feedback, feedback.c.request_id == requests.c.id)
