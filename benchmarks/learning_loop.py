@@ -56,6 +56,7 @@ RESULTS = REPO / "benchmarks" / "results" / "learning_loop.json"
 # the first champion has the few-label contrastive stage; results of protocol 1 are in git history
 PROTOCOL = 2
 DEFAULT_RECIPE = ["--feedback-weight", "1"]  # the headline's retrain; another recipe runs beside it
+DEFAULT_NEW_INTENT_RECIPE = ["--min-examples", "10"]
 CURVE = REPO / "docs" / "images" / "learning-loop-cold-start.png"
 
 
@@ -152,7 +153,9 @@ def cold_start(data: Data, args: argparse.Namespace, work: Path, strategy: str) 
 # -- scenario 2: new intents ------------------------------------------------------------------------
 
 
-def new_intents(data: Data, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def new_intents(data: Data, args: argparse.Namespace, work: Path, variant: str = "") -> dict[str, Any]:
+    """`variant`: another retrain recipe's run, under its own directory; it reuses the default's
+    champion (trained once) and repeats the traffic and the review (same seeds, same labels)."""
     rng = random.Random(args.seed)
     new = sorted(rng.sample(data.labels, args.new_intents))
     old_train = [row for row in data.train if row[1] not in new]
@@ -166,7 +169,11 @@ def new_intents(data: Data, args: argparse.Namespace, work: Path) -> dict[str, A
     new_pool = [row for row in data.train if row[1] in new]
     old_test = [row for row in data.test if row[1] not in new]
     new_test = [row for row in data.test if row[1] in new]
-    root = work / "new_intents"
+    root = work / ("new_intents" + (f"-recipe-{variant}" if variant else ""))
+    shared = work / "new_intents"
+    if variant and (shared / "champion" / "metrics.json").is_file() and not (root / "champion").exists():
+        for part in ("data", "champion"):
+            shutil.copytree(shared / part, root / part)
     champion = train_champion(
         write_dataset(root / "data", old_train, old_holdout, data.routes),
         root / "champion",
@@ -225,6 +232,9 @@ def new_intents(data: Data, args: argparse.Namespace, work: Path) -> dict[str, A
                     "exit": rc,
                     "reason": decision.get("reason"),
                     "gate": decision.get("gate"),
+                    "scores": decision.get("scores"),  # the gate's numbers: its holdouts, not the test split
+                    "training": decision.get("training"),
+                    "step_seconds": decision.get("step_seconds"),  # where the retrain's time went
                     "intents": decision.get("intents"),
                 },
                 promoted=rc == 0,
@@ -393,29 +403,16 @@ def markdown(result: dict[str, Any]) -> str:
         ]
         lines.append("")
         lines += cold_start_verdicts(cold, result.get("full_data_test_accuracy"), result["dataset"])
-    lines += other_seeds(cold or {}, result.get("cold_start_seeds") or {}, result.get("seed", DEFAULT_SEED))
+    lines += other_seeds(
+        cold or {}, result.get("cold_start_seeds") or {}, result.get("seed", DEFAULT_SEED),
+        result["dataset"], result.get("machine"),
+    )  # fmt: skip
     for recipe, run in (result.get("cold_start_recipes") or {}).items():
         lines += other_recipe(recipe, run, result.get("full_data_test_accuracy"))
-    new = result.get("new_intents")
-    if new:
-        before = new["before"]
-        old_delta = new["old_accuracy_challenger"] - new["old_accuracy_champion"]
-        lines += [
-            f"**New intents** ({', '.join(new['intents'])}; champion trained without them on "
-            f"{new['champion_train_examples']} examples; retrain `{' '.join(result['new_intent_recipe'])}`).",
-            f"Before: {_pct(before['fallback_share'])} of their test queries went to the fallback route, "
-            f"{_pct(before['misrouted_share'])} were silently misrouted. "
-            f"Labels posted: {new['labels_posted']} ({new['items_reviewed']} review items read).",
-            f"After the retrain (promoted: {new['promoted']}): recall on the new intents "
-            f"{_pct(new['new_recall'])}; old intents {_pct(new['old_accuracy_champion'])} → "
-            f"{_pct(new['old_accuracy_challenger'])}; {new['failed_requests']} failed at the reload.",
-            "",
-            f"Targets: recall on the new intents ≥ 85%: **{_met(new['new_recall'] >= 0.85)}** "
-            f"({_pct(new['new_recall'])}); old intents within 0.5 points of the champion: **"
-            f"{_met(old_delta >= -0.005)}** ({100 * old_delta:+.2f} points). "
-            f"The gate: {(new.get('decision') or {}).get('reason')}.",
-            "",
-        ]
+    if result.get("new_intents"):
+        lines += new_intents_lines(result["new_intents"], result["new_intent_recipe"])
+    for recipe, run in (result.get("new_intents_recipes") or {}).items():
+        lines += new_intents_lines(run, recipe.split(), beside=True)
     gate = result.get("gate")
     if gate:
         lines += [
@@ -432,6 +429,50 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {name} | {trained_on} | {d['labels']} | {d['promoted']} | {d['reason']} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def new_intents_lines(new: dict[str, Any], recipe: list[str], beside: bool = False) -> list[str]:
+    """The new-intent run: before, after, the gate's evidence and the retrain's time."""
+    before = new["before"]
+    old_delta = new["old_accuracy_challenger"] - new["old_accuracy_champion"]
+    decision = new.get("decision") or {}
+    where = f" {machine_line(new['machine'])}" if new.get("machine") else ""
+    lines = [
+        f"**New intents{', another recipe' if beside else ''}** ({', '.join(new['intents'])}; champion "
+        f"trained without them on {new['champion_train_examples']} examples; retrain "
+        f"`{' '.join(recipe)}`).{where}",
+        f"Before: {_pct(before['fallback_share'])} of their test queries went to the fallback route, "
+        f"{_pct(before['misrouted_share'])} were silently misrouted. "
+        f"Labels posted: {new['labels_posted']} ({new['items_reviewed']} review items read).",
+        f"After the retrain (promoted: {new['promoted']}, {new['retrain_seconds'] / 60:.1f} min "
+        f"everything included): recall on the new intents {_pct(new['new_recall'])}; old intents "
+        f"{_pct(new['old_accuracy_champion'])} → {_pct(new['old_accuracy_challenger'])}; "
+        f"{new['failed_requests']} failed at the reload.",
+        "",
+    ]
+    scores = decision.get("scores") or {}
+    if scores:  # the gate's evidence: the line's carved holdout and held-out feedback, not the test split
+        cells = []
+        for part, name in (("feedback_holdout", "held-out feedback"), ("test", "the line's holdout")):
+            a, b = scores["champion"].get(part), scores["challenger"].get(part)
+            if a and b:
+                cells.append(f"{name} {_pct(a['accuracy'])} → {_pct(b['accuracy'])} (n={b['n']})")
+        steps = ", ".join(f"{k} {v:.0f} s" for k, v in (decision.get("step_seconds") or {}).items())
+        epochs = (decision.get("training") or {}).get("epochs")
+        lines += [
+            f"The gate's numbers (what a recipe is chosen on): {'; '.join(cells)}. "
+            f"Retrain: {epochs} epoch(s) from the {(decision.get('training') or {}).get('start_from')}"
+            + (f"; {steps}." if steps else "."),
+            "",
+        ]
+    lines += [
+        f"Targets: recall on the new intents ≥ 85%: **{_met(new['new_recall'] >= 0.85)}** "
+        f"({_pct(new['new_recall'])}); old intents within 0.5 points of the champion: **"
+        f"{_met(old_delta >= -0.005)}** ({100 * old_delta:+.2f} points); retrain ≤ 10 min: "
+        f"**{_met(new['retrain_seconds'] <= 600)}**. The gate: {decision.get('reason')}.",
+        "",
+    ]
+    return lines
 
 
 def cold_start_verdicts(cold: dict[str, Any], full: float | None, dataset: str = "") -> list[str]:
@@ -512,20 +553,37 @@ def _rounds_table(arms: dict[str, Any]) -> list[str]:
     return lines
 
 
-def other_seeds(headline: dict[str, Any], seeds: dict[str, Any], seed: int) -> list[str]:
-    """Uncertainty minus random per round for every seed run, and their mean."""
-    runs = {str(seed): headline, **seeds} if headline else dict(seeds)
+def seed_arms(entry: dict[str, Any]) -> dict[str, Any]:
+    """A `cold_start_seeds` entry's strategies (`{"arms", "machine", "command"}`; older entries
+    were the strategies alone)."""
+    arms: dict[str, Any] = entry.get("arms", entry)
+    return arms
+
+
+def other_seeds(
+    headline: dict[str, Any],
+    seeds: dict[str, Any],
+    seed: int,
+    dataset: str = "",
+    headline_machine: Any = None,
+) -> list[str]:
+    """Every seed's served accuracy, uncertainty / random per round and the difference, their mean,
+    the goal on the mean of the seeds after round 3, and each seed's slowest retrain and machine."""
+    runs = {str(seed): {"arms": headline, "machine": headline_machine}} if headline else {}
+    runs.update(seeds)
     if len(runs) < 2:
         return []
     lines = [
         "**Every seed** (another seed: another 10 examples per intent, champion and traffic order; "
         "served test accuracy, uncertainty / random, and the difference):",
         "",
-        "| seed | round 0 | round 1 | round 2 | round 3 |",
-        "| --- | --- | --- | --- | --- |",
+        "| seed | round 0 | round 1 | round 2 | round 3 | slowest retrain | machine |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     diffs: dict[int, list[float]] = {}
-    for name, arms in sorted(runs.items(), key=lambda kv: int(kv[0])):
+    finals: list[float] = []
+    for name, entry in sorted(runs.items(), key=lambda kv: int(kv[0])):
+        arms = seed_arms(entry)
         unc = arms.get("uncertainty", {}).get("rounds", [])
         rnd = arms.get("random", {}).get("rounds", [])
         cells = []
@@ -538,9 +596,24 @@ def other_seeds(headline: dict[str, Any], seeds: dict[str, Any], seed: int) -> l
                 )
             else:
                 cells.append("-")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        if len(unc) > 3:
+            finals.append(unc[3]["test_accuracy"])
+        times = [row["retrain_seconds"] for arm in arms.values() for row in arm["rounds"][1:]]
+        slowest = f"{max(times) / 60:.1f} min" if times else "-"
+        machine = entry.get("machine") or {}
+        host = f"{machine.get('cpu', '?')}, {machine.get('date', '?')}" if machine else "-"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {slowest} | {host} |")
     mean = [f"{100 * sum(v) / len(v):+.2f} (n = {len(v)})" if (v := diffs.get(r)) else "-" for r in range(4)]
-    lines += ["| mean difference | " + " | ".join(mean) + " |", ""]
+    lines += ["| mean difference | " + " | ".join(mean) + " | | |", ""]
+    goal = GOALS.get(dataset)
+    if goal is not None and len(finals) >= 2:
+        avg = sum(finals) / len(finals)
+        lines += [
+            f"Goal: uncertainty after round 3, mean of {len(finals)} seeds ≥ {_pct(goal)}: "
+            f"**{_met(avg >= goal)}** ({_pct(avg)}). Uncertainty ≥ random + 1.0 at every round of every "
+            f"seed: **{_met(all(d >= 0.01 for r, v in diffs.items() if r > 0 for d in v))}**.",
+            "",
+        ]
     return lines
 
 
@@ -594,8 +667,9 @@ def main() -> None:
     parser.add_argument(
         "--new-intent-recipe",
         nargs="*",
-        default=["--min-examples", "10"],
-        help="new intents: `switchboard retrain` options (default: the product's, auto -> from the champion)",
+        default=DEFAULT_NEW_INTENT_RECIPE,
+        help="new intents: `switchboard retrain` options (default: the product's, auto -> from the "
+        "champion); another recipe runs beside the default's, on its champion",
     )
     parser.add_argument("--train-override", nargs="*", default=[], help="section.key=value for champions")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "learning_loop")
@@ -658,10 +732,19 @@ def main() -> None:
             }
         elif args.seed == DEFAULT_SEED:
             result["cold_start"] = arms
-        else:
-            result["cold_start_seeds"] = {str(args.seed): arms}
+        else:  # with the machine it ran on: another session's host may differ
+            result["cold_start_seeds"] = {
+                str(args.seed): {"arms": arms, "machine": machine_info(), "command": result["command"]}
+            }
     if "new_intents" in scenarios:
-        result["new_intents"] = new_intents(data, args, work)
+        new_recipe = " ".join(args.new_intent_recipe)
+        ran = {"seed": args.seed, "machine": machine_info(), "command": result["command"]}
+        if args.new_intent_recipe != DEFAULT_NEW_INTENT_RECIPE:  # beside the default, same champion
+            variant = hashlib.sha1(new_recipe.encode()).hexdigest()[:8]
+            run = new_intents(data, args, work, variant)
+            result["new_intents_recipes"] = {new_recipe: {**run, **ran}}
+        else:
+            result["new_intents"] = {**new_intents(data, args, work), **ran}
     if "gate" in scenarios:
         result["gate"] = gate_refusals(data, args, work)
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2, default=str)[:4000])
@@ -680,12 +763,24 @@ def main() -> None:
             **previous.get("cold_start_recipes", {}),
             **result["cold_start_recipes"],
         }
-    if "cold_start_seeds" in result or "cold_start_recipes" in result:
-        for key in ("seed", "recipe", "host", "machine"):  # the headline's, not this rerun's
+    if "new_intents_recipes" in result:
+        merged["new_intents_recipes"] = {
+            **previous.get("new_intents_recipes", {}),
+            **result["new_intents_recipes"],
+        }
+    if "cold_start" not in result:  # the headline cold start's, not this run's
+        for key in ("seed", "recipe", "host", "machine"):
             merged[key] = previous.get(key, result[key])
     if args.report_only:  # nothing ran: the rounds keep the machine (and commit) they ran on
         for key in ("host", "machine"):
             merged[key] = previous.get(key, result[key])
+        for part in ("cold_start_seeds", "cold_start_recipes", "new_intents_recipes"):
+            for name in result.get(part) or {}:
+                earlier_machine = (previous.get(part, {}).get(name) or {}).get("machine")
+                if earlier_machine:
+                    merged[part][name]["machine"] = earlier_machine
+        if "new_intents" in result and (previous.get("new_intents") or {}).get("machine"):
+            merged["new_intents"]["machine"] = previous["new_intents"]["machine"]
     earlier = previous.get("commands", [previous["command"]] if "command" in previous else [])
     merged["commands"] = [*(c for c in earlier if c != result["command"]), result["command"]]
     everything["datasets"][data.name] = merged

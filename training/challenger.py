@@ -9,8 +9,8 @@
   line's, so the numbers compare. One dataset writer (`training.line_snapshot.write_split`).
 - Recipe: the champion's config; from the base (a cold start, where the feedback is a large part
   of what the line learnt) or continued from the champion (head grown, learning rates scaled by
-  `continue_lr_factor`). With few labels per intent, `switchboard train` itself adds the
-  contrastive stage (training.contrastive).
+  `continue_lr_factor`, `continue_epochs` epochs). With few labels per intent, `switchboard train`
+  itself adds the contrastive stage (training.contrastive).
 """
 
 from __future__ import annotations
@@ -97,10 +97,13 @@ def plan_challenger(
         # the champion's head rows by name, rows fitted for new intents (training.head_growth)
         config.optim.head_init = "grow"
         config.model.label_renames = dict(renamed)
-        if "learning_rate" not in parse_overrides(opts.overrides).get("optim", {}):
+        explicit = parse_overrides(opts.overrides).get("optim", {})
+        if "learning_rate" not in explicit:
             config.optim.learning_rate *= opts.continue_lr_factor
             if config.optim.head_learning_rate is not None:
                 config.optim.head_learning_rate *= opts.continue_lr_factor
+        if "epochs" not in explicit:
+            config.optim.epochs = opts.continue_epochs
     report["training"] = {
         "start_from": start_from,
         "start_from_option": opts.start_from,

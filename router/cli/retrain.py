@@ -58,6 +58,10 @@ def retrain(
         float,
         typer.Option(help="From the champion: scale the recipe's learning rates by this.", min=0.0),
     ] = 0.1,
+    continue_epochs: Annotated[
+        float,
+        typer.Option(help="From the champion: train this many epochs (an optim.epochs override wins).", min=0.1),
+    ] = 1.0,
     self_train: Annotated[
         float | None,
         typer.Option(
@@ -116,6 +120,7 @@ def retrain(
                 test_margin=test_margin,
                 start_from=cast(Literal["auto", "champion", "base"], start_from.value),
                 continue_lr_factor=lr_factor,
+                continue_epochs=continue_epochs,
                 self_train=self_train,
                 self_train_teachers=self_train_teachers,
                 overrides=list(overrides or []),
