@@ -605,6 +605,9 @@ def other_seeds(
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {slowest} | {host} |")
     mean = [f"{100 * sum(v) / len(v):+.2f} (n = {len(v)})" if (v := diffs.get(r)) else "-" for r in range(4)]
     lines += ["| mean difference | " + " | ".join(mean) + " | | |", ""]
+    lines += [f"- seed {name}: {entry['note']}" for name, entry in sorted(runs.items()) if entry.get("note")]
+    if any(entry.get("note") for entry in runs.values()):
+        lines.append("")
     goal = GOALS.get(dataset)
     if goal is not None and len(finals) >= 2:
         avg = sum(finals) / len(finals)
@@ -734,7 +737,12 @@ def main() -> None:
             result["cold_start"] = arms
         else:  # with the machine it ran on: another session's host may differ
             result["cold_start_seeds"] = {
-                str(args.seed): {"arms": arms, "machine": machine_info(), "command": result["command"]}
+                str(args.seed): {
+                    "arms": arms,
+                    "machine": machine_info(),
+                    "command": result["command"],
+                    **({"note": args.note} if args.note else {}),
+                }
             }
     if "new_intents" in scenarios:
         new_recipe = " ".join(args.new_intent_recipe)
@@ -771,6 +779,9 @@ def main() -> None:
     if "cold_start" not in result:  # the headline cold start's, not this run's
         for key in ("seed", "recipe", "host", "machine"):
             merged[key] = previous.get(key, result[key])
+        merged.pop("note", None)  # this run's note went with its own entry
+        if "note" in previous:
+            merged["note"] = previous["note"]
     if args.report_only:  # nothing ran: the rounds keep the machine (and commit) they ran on
         for key in ("host", "machine"):
             merged[key] = previous.get(key, result[key])
