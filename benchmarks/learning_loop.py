@@ -361,19 +361,23 @@ def plot(datasets: dict[str, dict[str, Any]], path: Path) -> None:
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(shown), squeeze=False)[0]
     for ax, (name, result) in zip(axes, shown.items(), strict=True):
+        seed = result.get("seed", DEFAULT_SEED)
         curves = [(strategy, "o-", arm) for strategy, arm in result["cold_start"].items()]
+        for other, entry in sorted((result.get("cold_start_seeds") or {}).items()):
+            curves += [(f"{strategy}, seed {other}", "^:", arm) for strategy, arm in seed_arms(entry).items()]
         for recipe, run in (result.get("cold_start_recipes") or {}).items():
             curves += [(f"{strategy}, retrain {recipe}", "s--", r) for strategy, r in run["arms"].items()]
         for label, style, arm in curves:
             rounds = arm["rounds"]
             xs, ys = [r["labels"] for r in rounds], [100 * r["test_accuracy"] for r in rounds]
-            ax.plot(xs, ys, style, label=label, color=COLOURS.get(label))
+            ax.plot(xs, ys, style, label=label, color=COLOURS.get(label.split(",")[0]))
         full = result.get("full_data_test_accuracy")
         if full is not None:
             ax.axhline(100 * full, color="grey", ls="--", label=f"all training data ({100 * full:.1f}%)")
         ax.set_xlabel("labelled examples (seed set + reviewed feedback)")
         ax.set_ylabel(f"served model: {_accuracy_name(name)} (%)")
-        ax.set_title(f"{name}: cold start, seed {result.get('seed', DEFAULT_SEED)}")
+        others = ", ".join(sorted(result.get("cold_start_seeds") or {}))
+        ax.set_title(f"{name}: cold start, seed {seed} (solid)" + (f", {others} (dotted)" if others else ""))
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
