@@ -129,7 +129,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(max(7.0, 0.45 * len(rows) + 3), 4.8))
+    fig = Figure(figsize=(max(9.0, 0.45 * len(rows) + 6), 4.8))
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     names = [f"{r['run']} {r['arm']} r{r['round']}" for r in rows]
@@ -140,9 +140,12 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         bottom = [b + m for b, m in zip(bottom, minutes, strict=True)]
     ax.axhline(5, color="grey", ls="--", lw=1, label="goal for a cold-start round (5 min)")
     ax.set_ylabel("minutes")
-    ax.set_title("Where each retrain round's time went (learning-loop runs)")
+    ax.set_title("Where each retrain round's time went (learning-loop runs; hatched: under load)")
     ax.tick_params(axis="x", labelrotation=75, labelsize=7)
-    ax.legend(fontsize="x-small", loc="upper left")
+    for i, r in enumerate(rows):  # a round that shared the machine: its time says little
+        if r.get("under_load"):
+            ax.bar([names[i]], [bottom[i]], fill=False, hatch="//", edgecolor="black", lw=0)
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -165,7 +168,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         cells = " | ".join(f"{r['parts'][k]:.0f}" for k, _ in PARTS)
         lines.append(
             f"| {r['run']} | {r['arm']} | {r['round']} | {r['start_from']} | {r['train_examples']} | "
-            f"{r['wall_seconds'] / 60:.1f} min | {cells} |"
+            f"{r['wall_seconds'] / 60:.1f} min{' (under load)' if r.get('under_load') else ''} | {cells} |"
         )
     seen = {}
     for r in rows:
@@ -180,8 +183,15 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "learning_loop")
+    parser.add_argument(
+        "--under-load", nargs="*", default=[], metavar="RUN:ARM:ROUND",
+        help="rounds that shared the machine with other work, e.g. banking77-seed7:uncertainty:1",
+    )  # fmt: skip
     args = parser.parse_args()
     rows = collect(args.work)
+    loaded = set(args.under_load)
+    for r in rows:
+        r["under_load"] = f"{r['run']}:{r['arm']}:{r['round']}" in loaded
     if not rows:
         raise SystemExit(f"no finished retrains under {args.work}: run benchmarks/learning_loop.py first")
     RESULTS.write_text(json.dumps({"parts": dict(PARTS), "rounds": rows}, indent=2) + "\n")
