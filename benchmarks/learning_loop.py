@@ -624,6 +624,23 @@ def other_seeds(
     return lines
 
 
+def goal_after_round_3(result: dict[str, Any]) -> dict[str, Any] | None:
+    """The default strategy's served accuracy after round 3 for every seed, their mean and the
+    goal (issue 25), as the results file keeps them."""
+    goal = GOALS.get(result.get("dataset", ""))
+    runs = {str(result.get("seed", DEFAULT_SEED)): result.get("cold_start") or {}}
+    runs.update({seed: seed_arms(entry) for seed, entry in (result.get("cold_start_seeds") or {}).items()})
+    finals = {
+        seed: arms["uncertainty"]["rounds"][3]["test_accuracy"]
+        for seed, arms in runs.items()
+        if len(arms.get("uncertainty", {}).get("rounds", [])) > 3
+    }
+    if goal is None or not finals:
+        return None
+    mean = sum(finals.values()) / len(finals)
+    return {"strategy": "uncertainty", "goal": goal, "seeds": finals, "mean": mean, "met": mean >= goal}
+
+
 def _met(ok: bool) -> str:
     return "met" if ok else "missed"
 
@@ -798,6 +815,7 @@ def main() -> None:
             merged["new_intents"]["machine"] = previous["new_intents"]["machine"]
     earlier = previous.get("commands", [previous["command"]] if "command" in previous else [])
     merged["commands"] = [*(c for c in earlier if c != result["command"]), result["command"]]
+    merged["goal_after_round_3"] = goal_after_round_3(merged)
     everything["datasets"][data.name] = merged
     RESULTS.write_text(json.dumps(everything, indent=2, default=str) + "\n")
     datasets = everything["datasets"]
