@@ -22,7 +22,8 @@ served model's accuracy is measured by routing the official test split through t
    one trained on deliberately corrupted labels are refused.
 
 Resumable: each scenario keeps its state (registry, store, finished rounds) under `--work`; rerun
-the same command to continue. Results: benchmarks/results/learning_loop.json, a learning-curve
+the same command to continue. `--docs-only` rewrites the picture and the docs section from the
+results file alone. Results: benchmarks/results/learning_loop.json, a learning-curve
 PNG in docs/images/ and the "Learning loop" section of docs/BENCHMARKS.md.
 """
 
@@ -704,7 +705,15 @@ def main() -> None:
         action="store_true",
         help="write results and docs from the finished rounds; run nothing",
     )
+    parser.add_argument(
+        "--docs-only",
+        action="store_true",
+        help="rewrite the picture and docs from benchmarks/results/learning_loop.json; run nothing",
+    )
     args = parser.parse_args()
+    if args.docs_only:
+        write_docs(json.loads(RESULTS.read_text())["datasets"])
+        return
     # `--recipe "--feedback-weight 1 --self-train 0.9"`: one quoted string, split like a shell
     args.recipe = [part for item in args.recipe for part in shlex.split(item)]
     args.new_intent_recipe = [part for item in args.new_intent_recipe for part in shlex.split(item)]
@@ -818,7 +827,12 @@ def main() -> None:
     merged["goal_after_round_3"] = goal_after_round_3(merged)
     everything["datasets"][data.name] = merged
     RESULTS.write_text(json.dumps(everything, indent=2, default=str) + "\n")
-    datasets = everything["datasets"]
+    write_docs(everything["datasets"])
+
+
+def write_docs(datasets: dict[str, dict[str, Any]]) -> None:
+    """The learning-curve picture and the "Learning loop" section, from the results file's datasets
+    (`--docs-only`: from the file alone, nothing re-read from the work directories)."""
     if any("cold_start" in d for d in datasets.values()):
         plot(datasets, CURVE)
     report = [
