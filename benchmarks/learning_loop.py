@@ -415,7 +415,8 @@ def markdown(result: dict[str, Any]) -> str:
     for recipe, run in (result.get("cold_start_recipes") or {}).items():
         lines += other_recipe(recipe, run, result.get("full_data_test_accuracy"))
     if result.get("new_intents"):
-        lines += new_intents_lines(result["new_intents"], result["new_intent_recipe"])
+        new = result["new_intents"]
+        lines += new_intents_lines(new, new.get("recipe", result["new_intent_recipe"]))
     for recipe, run in (result.get("new_intents_recipes") or {}).items():
         lines += new_intents_lines(run, recipe.split(), beside=True)
     gate = result.get("gate")
@@ -776,7 +777,12 @@ def main() -> None:
             }
     if "new_intents" in scenarios:
         new_recipe = " ".join(args.new_intent_recipe)
-        ran = {"seed": args.seed, "machine": machine_info(), "command": result["command"]}
+        ran = {
+            "seed": args.seed,
+            "recipe": args.new_intent_recipe,
+            "machine": machine_info(),
+            "command": result["command"],
+        }
         if args.new_intent_recipe != DEFAULT_NEW_INTENT_RECIPE:  # beside the default, same champion
             variant = hashlib.sha1(new_recipe.encode()).hexdigest()[:8]
             run = new_intents(data, args, work, variant)
@@ -809,6 +815,8 @@ def main() -> None:
     if "cold_start" not in result:  # the headline cold start's, not this run's
         for key in ("seed", "recipe", "host", "machine"):
             merged[key] = previous.get(key, result[key])
+        if "new_intents" not in result:  # the default new-intent run's recipe
+            merged["new_intent_recipe"] = previous.get("new_intent_recipe", result["new_intent_recipe"])
         merged.pop("note", None)  # this run's note went with its own entry
         if "note" in previous:
             merged["note"] = previous["note"]

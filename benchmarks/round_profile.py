@@ -14,6 +14,7 @@ docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -70,6 +71,7 @@ def profile(wall: float, decision: dict[str, Any], metrics: dict[str, Any]) -> d
 def collect(work: Path) -> list[dict[str, Any]]:
     """Every finished retrain under the learning loop's work directory."""
     machines = _machines()
+    recipes = _new_intent_recipes()  # a variant's directory hash -> its retrain options
     rows = []
     for state_file in sorted(work.glob("*/cold_start/*/state.json")) + sorted(
         work.glob("*/new_intents*/loop/state.json")
@@ -82,10 +84,9 @@ def collect(work: Path) -> list[dict[str, Any]]:
             scenario, name = "cold start", loop.name
             timed = [(row["round"], row["retrain_seconds"]) for row in state["rounds"][1:]]
         elif "retrain_seconds" in state:
-            scenario, name = (
-                "new intents",
-                loop.parent.name.removeprefix("new_intents").lstrip("-") or "default",
-            )
+            scenario = "new intents"
+            variant = loop.parent.name.removeprefix("new_intents").removeprefix("-recipe-")
+            name = recipes.get(variant, variant) or "default"
             timed = [(1, state["retrain_seconds"])]
         else:
             continue
@@ -123,6 +124,17 @@ def _machines() -> dict[str, Any]:
             if isinstance(entry, dict) and "machine" in entry:
                 out[f"{name}-seed{seed}"] = entry["machine"]
     return out
+
+
+def _new_intent_recipes() -> dict[str, str]:
+    """The learning loop names a new-intent variant's directory by the hash of its options."""
+    if not LOOP_RESULTS.is_file():
+        return {}
+    return {
+        hashlib.sha1(recipe.encode()).hexdigest()[:8]: recipe
+        for d in json.loads(LOOP_RESULTS.read_text()).get("datasets", {}).values()
+        for recipe in d.get("new_intents_recipes") or {}
+    }
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
