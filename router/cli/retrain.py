@@ -60,7 +60,9 @@ def retrain(
     ] = 0.1,
     continue_epochs: Annotated[
         float,
-        typer.Option(help="From the champion: train this many epochs (an optim.epochs override wins).", min=0.1),
+        typer.Option(
+            help="From the champion: train this many epochs (an optim.epochs override wins).", min=0.1
+        ),
     ] = 1.0,
     self_train: Annotated[
         float | None,
