@@ -30,7 +30,6 @@ PNG in docs/images/ and the "Learning loop" section of docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import random
@@ -47,7 +46,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.local_data import use_local_datasets  # noqa: E402
 from benchmarks.loop_data import DEFAULT_SEED, Data, cli, load, per_intent, train_champion, write_dataset  # noqa: E402
 from benchmarks.markdown import machine_info, machine_line, replace_section  # noqa: E402
-from benchmarks.product_loop import Loop, now_iso  # noqa: E402
+from benchmarks.product_loop import Loop, now_iso, recipe_key  # noqa: E402
 
 # issue 25's goals after round 3 (served; CLINC150: in-scope, with the out-of-scope threshold)
 GOALS = {"banking77": 0.925, "clinc150": 0.95}
@@ -410,7 +409,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines += cold_start_verdicts(cold, result.get("full_data_test_accuracy"), result["dataset"])
     lines += other_seeds(
         cold or {}, result.get("cold_start_seeds") or {}, result.get("seed", DEFAULT_SEED),
-        result["dataset"], result.get("machine"),
+        goal_after_round_3(result), result.get("machine"),
     )  # fmt: skip
     for recipe, run in (result.get("cold_start_recipes") or {}).items():
         lines += other_recipe(recipe, run, result.get("full_data_test_accuracy"))
@@ -570,7 +569,7 @@ def other_seeds(
     headline: dict[str, Any],
     seeds: dict[str, Any],
     seed: int,
-    dataset: str = "",
+    goal: dict[str, Any] | None = None,
     headline_machine: Any = None,
 ) -> list[str]:
     """Every seed's served accuracy, uncertainty / random per round and the difference, their mean,
@@ -587,7 +586,6 @@ def other_seeds(
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     diffs: dict[int, list[float]] = {}
-    finals: list[float] = []
     for name, entry in sorted(runs.items(), key=lambda kv: int(kv[0])):
         arms = seed_arms(entry)
         unc = arms.get("uncertainty", {}).get("rounds", [])
@@ -602,8 +600,6 @@ def other_seeds(
                 )
             else:
                 cells.append("-")
-        if len(unc) > 3:
-            finals.append(unc[3]["test_accuracy"])
         times = [row["retrain_seconds"] for arm in arms.values() for row in arm["rounds"][1:]]
         slowest = f"{max(times) / 60:.1f} min" if times else "-"
         machine = entry.get("machine") or {}
@@ -614,13 +610,11 @@ def other_seeds(
     lines += [f"- seed {name}: {entry['note']}" for name, entry in sorted(runs.items()) if entry.get("note")]
     if any(entry.get("note") for entry in runs.values()):
         lines.append("")
-    goal = GOALS.get(dataset)
-    if goal is not None and len(finals) >= 2:
-        avg = sum(finals) / len(finals)
+    if goal is not None and len(goal["seeds"]) >= 2:
         lines += [
-            f"Goal: uncertainty after round 3, mean of {len(finals)} seeds ≥ {_pct(goal)}: "
-            f"**{_met(avg >= goal)}** ({_pct(avg)}). Uncertainty ≥ random + 1.0 at every round of every "
-            f"seed: **{_met(all(d >= 0.01 for r, v in diffs.items() if r > 0 for d in v))}**.",
+            f"Goal: uncertainty after round 3, mean of {len(goal['seeds'])} seeds ≥ {_pct(goal['goal'])}: "
+            f"**{_met(goal['met'])}** ({_pct(goal['mean'])}). Uncertainty ≥ random + 1.0 at every round "
+            f"of every seed: **{_met(all(d >= 0.01 for r, v in diffs.items() if r > 0 for d in v))}**.",
             "",
         ]
     return lines
@@ -726,7 +720,7 @@ def main() -> None:
     work = args.work / (data.name if args.seed == DEFAULT_SEED else f"{data.name}-seed{args.seed}")
     recipe = " ".join(args.recipe)
     if args.recipe != DEFAULT_RECIPE:  # its own loops; the champion is the headline's (same seed)
-        work = work.with_name(f"{work.name}-recipe-{hashlib.sha1(recipe.encode()).hexdigest()[:8]}")
+        work = work.with_name(f"{work.name}-recipe-{recipe_key(recipe)}")
         shared = args.work / (data.name if args.seed == DEFAULT_SEED else f"{data.name}-seed{args.seed}")
         if (shared / "cold_start" / "champion" / "metrics.json").is_file() and not (
             work / "cold_start"
@@ -784,8 +778,7 @@ def main() -> None:
             "command": result["command"],
         }
         if args.new_intent_recipe != DEFAULT_NEW_INTENT_RECIPE:  # beside the default, same champion
-            variant = hashlib.sha1(new_recipe.encode()).hexdigest()[:8]
-            run = new_intents(data, args, work, variant)
+            run = new_intents(data, args, work, recipe_key(new_recipe))
             result["new_intents_recipes"] = {new_recipe: {**run, **ran}}
         else:
             result["new_intents"] = {**new_intents(data, args, work), **ran}

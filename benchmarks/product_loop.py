@@ -24,6 +24,14 @@ OOS = "oos"  # CLINC150's out-of-scope label: its accuracy is the in-scope one, 
 BATCH = 64
 
 
+def recipe_key(recipe: str) -> str:
+    """A retrain recipe's short name (its options hashed): the learning loop names the work
+    directory of a run beside the default's by it, and the round profile reads it back."""
+    import hashlib
+
+    return hashlib.sha1(recipe.encode()).hexdigest()[:8]
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat()
 

@@ -14,7 +14,6 @@ docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.markdown import machine_line, replace_section  # noqa: E402
+from benchmarks.product_loop import recipe_key  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "round_profile.json"
 LOOP_RESULTS = REPO / "benchmarks" / "results" / "learning_loop.json"
@@ -71,7 +71,7 @@ def profile(wall: float, decision: dict[str, Any], metrics: dict[str, Any]) -> d
 def collect(work: Path) -> list[dict[str, Any]]:
     """Every finished retrain under the learning loop's work directory."""
     machines = _machines()
-    recipes = _new_intent_recipes()  # a variant's directory hash -> its retrain options
+    new_runs = _new_intent_runs()  # a variant's directory key -> (its retrain options, machine)
     rows = []
     for state_file in sorted(work.glob("*/cold_start/*/state.json")) + sorted(
         work.glob("*/new_intents*/loop/state.json")
@@ -86,7 +86,7 @@ def collect(work: Path) -> list[dict[str, Any]]:
         elif "retrain_seconds" in state:
             scenario = "new intents"
             variant = loop.parent.name.removeprefix("new_intents").removeprefix("-recipe-")
-            name = recipes.get(variant, variant) or "default"
+            name, machine = new_runs.get(variant, (variant, None))
             timed = [(1, state["retrain_seconds"])]
         else:
             continue
@@ -107,7 +107,7 @@ def collect(work: Path) -> list[dict[str, Any]]:
                     "epochs": (decision.get("training") or {}).get("epochs"),
                     "contrastive_steps": (facts.get("contrastive") or {}).get("steps"),
                     "parts": profile(wall, decision, metrics),
-                    "machine": machines.get(run),
+                    "machine": machine if scenario == "new intents" else machines.get(run),
                 }
             )
     return rows
@@ -126,15 +126,18 @@ def _machines() -> dict[str, Any]:
     return out
 
 
-def _new_intent_recipes() -> dict[str, str]:
-    """The learning loop names a new-intent variant's directory by the hash of its options."""
+def _new_intent_runs() -> dict[str, tuple[str, Any]]:
+    """The learning loop's new-intent runs by directory key ("" for the default's): their retrain
+    options and the machine they ran on (not the dataset's headline cold start's)."""
     if not LOOP_RESULTS.is_file():
         return {}
-    return {
-        hashlib.sha1(recipe.encode()).hexdigest()[:8]: recipe
-        for d in json.loads(LOOP_RESULTS.read_text()).get("datasets", {}).values()
-        for recipe in d.get("new_intents_recipes") or {}
-    }
+    out: dict[str, tuple[str, Any]] = {}
+    for d in json.loads(LOOP_RESULTS.read_text()).get("datasets", {}).values():
+        if d.get("new_intents"):
+            out[""] = ("default", d["new_intents"].get("machine"))
+        for recipe, run in (d.get("new_intents_recipes") or {}).items():
+            out[recipe_key(recipe)] = (recipe, run.get("machine"))
+    return out
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -182,10 +185,11 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"| {r['run']} | {r['arm']} | {r['round']} | {r['start_from']} | {r['train_examples']} | "
             f"{r['wall_seconds'] / 60:.1f} min{' (under load)' if r.get('under_load') else ''} | {cells} |"
         )
-    seen = {}
+    seen: dict[str, Any] = {}
     for r in rows:
         if r.get("machine"):
-            seen.setdefault(r["run"], r["machine"])
+            where = r["run"] if r["scenario"] == "cold start" else f"{r['run']} new intents, {r['arm']}"
+            seen.setdefault(where, r["machine"])
     lines += ["", *(f"- {run}: {machine_line(m)}" for run, m in seen.items())]
     return "\n".join(lines)
 
