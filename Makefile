@@ -26,8 +26,10 @@ $(BIN)/switchboard: pyproject.toml
 	$(BIN)/python -c "import transformers, peft, bitsandbytes, vllm, onnxruntime; print('stack ok: transformers', transformers.__version__, '| vllm', vllm.__version__, '| onnxruntime', onnxruntime.__version__)"
 	touch $@
 
+# two workers (pytest-xdist), one test file each at a time (module fixtures built once): much of
+# the suite waits on subprocesses (vLLM and router start-up, servers under load), so two overlap
 test: install
-	$(BIN)/python -m pytest -m "not gpu" -q
+	$(BIN)/python -m pytest -m "not gpu" -q -n 2 --dist loadfile
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not gpu and not slow" -q

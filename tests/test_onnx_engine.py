@@ -60,6 +60,9 @@ def test_probabilities_match_the_torch_classifier(tiny_onnx: Path) -> None:
     assert (served.argmax(axis=1) == expected.argmax(axis=1)).mean() >= 0.95
 
 
+ATOL = 5e-5  # batched vs alone: padding changes the float noise (seen: 1.3e-5; two texts: >= 1.2e-4)
+
+
 def test_concurrent_calls_are_batched_and_answered_in_order(tiny_onnx: Path) -> None:
     texts = sample_texts()[:60]
 
@@ -74,11 +77,16 @@ def test_concurrent_calls_are_batched_and_answered_in_order(tiny_onnx: Path) -> 
             answers = await asyncio.gather(*calls)
             assert engine.batches - 5 < len(calls) / 2, "concurrent calls were not batched"
             assert sum(sizes) == 5 + len(texts) + 3 and max(sizes) <= 32
-            for text, rows in zip(texts, answers, strict=False):
+            # a text padded inside a batch differs from itself alone by float noise (~1e-5 here), so
+            # "in order" is: each answer is nearest its own text's lone answer, nearer than any other's
+            singles = np.concatenate([await engine.classify([t]) for t in texts])
+            for i, (text, rows) in enumerate(zip(texts, answers, strict=False)):
                 assert rows.shape == (1, len(engine.info.labels))
-                assert np.allclose(rows, await engine.classify([text]), atol=1e-5), text
-            assert np.allclose(answers[-1][0], answers[0][0], atol=1e-5)
-            assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(alone, answers[:5], strict=True))
+                gaps = np.abs(singles - rows).max(axis=1)
+                others = [g for j, g in enumerate(gaps) if texts[j] != text]
+                assert gaps[i] < ATOL and gaps[i] < min(others), (text, gaps[i], min(others))
+            assert np.allclose(answers[-1][0], answers[0][0], atol=ATOL)
+            assert all(np.allclose(a, b, atol=ATOL) for a, b in zip(alone, answers[:5], strict=True))
             assert await engine.ready()
         finally:
             await engine.close()

@@ -21,6 +21,7 @@ TOKEN = "replica-rollout-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 POLL_S = 0.5
 CONVERGE_S = 2 * POLL_S + 30.0  # the bound: a poll, and the challenger engine's load and first answer
+PHASE_REQUESTS = 30  # requests sent in each phase, before and after every transition
 VLLM_ARGS = [
     "--runner", "pooling", "--pooler-config", '{"use_activation": true}', "--dtype", "float32",
     "--max-model-len", "128", "--gpu-memory-utilization", "0.3", "--enforce-eager", "--disable-log-stats",
@@ -43,6 +44,14 @@ class Load:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+
+    def wait_for(self, more: int, timeout: float = 60.0) -> None:
+        """Until `more` requests beyond those sent so far have been answered (a phase's traffic is a
+        count, not a sleep: a slow host sends fewer requests a second, never fewer per phase)."""
+        target, started = self.sent + more, time.monotonic()
+        while self.sent < target:
+            assert time.monotonic() - started < timeout, f"{self.sent} of {target} requests in {timeout} s"
+            time.sleep(0.05)
 
     def _run(self) -> None:
         clients = [httpx.Client(base_url=u, timeout=30) for u in self.urls]
@@ -122,17 +131,17 @@ def test_two_replicas_follow_shadow_canary_and_promotion(minilm_model: Path, tmp
             logs = [r.log_path for r in routers]
             timings = {}
             with Load(urls) as load:
-                time.sleep(1)
+                load.wait_for(PHASE_REQUESTS)
                 start_shadow(registry, by="test")
                 timings["shadow"] = _converged(
                     urls, {"champion": "v0001", "challenger": "v0002", "stage": "shadow"}, logs
                 )
-                time.sleep(2)
+                load.wait_for(PHASE_REQUESTS)
                 start_canary(registry, 0.5, by="test")
                 timings["canary"] = _converged(
                     urls, {"champion": "v0001", "challenger": "v0002", "stage": "canary"}, logs
                 )
-                time.sleep(3)
+                load.wait_for(2 * PHASE_REQUESTS)  # both versions answer a 50% canary
                 canary_versions = list(load.versions)
                 finish(registry, "promoted", by="test")
                 # remote layout: the champion's own server still serves v0001, so every replica keeps
@@ -140,9 +149,8 @@ def test_two_replicas_follow_shadow_canary_and_promotion(minilm_model: Path, tmp
                 timings["promoted"] = _converged(
                     urls, {"champion": "v0001", "challenger": None, "stage": None}, logs
                 )
-                time.sleep(2)
+                load.wait_for(PHASE_REQUESTS)
             assert load.failed == [], load.failed[:5]
-            assert load.sent > 100
             assert "v0002" in canary_versions and "v0001" in canary_versions
             assert all(t < CONVERGE_S for t in timings.values()), timings
         finally:

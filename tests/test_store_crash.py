@@ -1,7 +1,9 @@
-"""The request log's promises with a real `switchboard serve` process (real vLLM on the tiny
-MiniLM), real SQLite and PostgreSQL, and real faults: a locked database and SIGKILL, SIGTERM
-with the database blocked and slow requests in flight, PostgreSQL backends terminated under
-traffic. Each asserts that no answered request is missing from the log afterwards."""
+"""The request log's promises with a real `switchboard serve` process, real SQLite and
+PostgreSQL, and real faults: a locked database and SIGKILL, SIGTERM with the database blocked and
+slow requests in flight, PostgreSQL backends terminated under traffic. Each asserts that no
+answered request is missing from the log afterwards. The router runs ONNX Runtime on the tiny
+MiniLM: these are the store's promises, and it starts in seconds, not vLLM's half minute (the
+vLLM router's end-to-end tests are test_router_e2e's)."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from router.store.models import requests as requests_table
 
 pytestmark = pytest.mark.slow
 
+ONNX = {"SWITCHBOARD_ENGINE": "onnx"}
 QUERIES = ["why is my bill higher this month", "no signal on my phone", "cancel my contract", "new line"]
 
 
@@ -58,7 +61,7 @@ def route_many(base_url: str, n: int, workers: int = 8) -> list[str]:
 
 
 def sigkill_tree(pid: int) -> int | None:
-    """SIGKILL the router, then its vLLM engine processes (as an OOM kill of the container
+    """SIGKILL the router, then any engine processes of its own (as an OOM kill of the container
     would; orphaned, they would keep running); the router's exit status."""
     import psutil
 
@@ -116,7 +119,7 @@ def test_sigkill_during_a_database_outage_loses_no_answered_row(
     SIGKILL; restarted with the database back, the router replays the spool before it is
     ready: all 300 rows are there, once."""
     url, block = blocked_db
-    spool = {"SWITCHBOARD_LOG_SPOOL_DIR": str(tmp_path / "spool")}  # PostgreSQL: not in ~/.local
+    spool = {"SWITCHBOARD_LOG_SPOOL_DIR": str(tmp_path / "spool"), **ONNX}  # PostgreSQL: not in ~/.local
     server = Server(router_model, url, tmp_path / "server", extra_env=spool)
     server.ensure_running()  # migrates the schema
     try:
@@ -195,6 +198,7 @@ def test_sigterm_with_the_database_blocked_and_slow_requests_exits_within_the_bu
         "SWITCHBOARD_ESCALATION_SHOTS": "0",
         "SWITCHBOARD_ESCALATION_TIMEOUT_S": "6",
         "SWITCHBOARD_ESCALATION_MAX_RETRIES": "0",
+        **ONNX,
     }
     server = Server(router_model, url, tmp_path / "server", extra_env=env)
     try:
@@ -230,7 +234,7 @@ def test_sigterm_with_the_database_blocked_and_slow_requests_exits_within_the_bu
         assert set(answered) <= spooled  # nothing lost: the rows wait in the spool
         locker.rollback()
         locker.close()
-        server.extra_env = {}  # restart without the slow LLM: the spool is replayed
+        server.extra_env = dict(ONNX)  # restart without the slow LLM: the spool is replayed
         server.start()
         assert logged_ids(url, fast + answered) == set(fast + answered)
     finally:
@@ -248,7 +252,7 @@ def test_postgres_backends_terminated_during_traffic_lose_no_answered_request(
     with pg_schema() as base:
         name = f"sb_test_{uuid.uuid4().hex[:10]}"
         url = f"{base}&application_name={name}"
-        spool = {"SWITCHBOARD_LOG_SPOOL_DIR": str(tmp_path / "spool")}
+        spool = {"SWITCHBOARD_LOG_SPOOL_DIR": str(tmp_path / "spool"), **ONNX}
         server = Server(router_model, url, tmp_path / "server", extra_env=spool)
         admin = create_db_engine(base)
         stop = threading.Event()
