@@ -27,11 +27,9 @@ $(BIN)/switchboard: pyproject.toml
 	touch $@
 
 # two workers (pytest-xdist), one test file each at a time (module fixtures built once): much of
-# the suite waits on subprocesses (vLLM and router start-up, servers under load), so two overlap.
-# Files in collection order, which puts the files with slow tests first (tests/conftest.py): xdist's
-# default reorder (most tests first) left a one-test, two-minute file running alone at the end.
+# the suite waits on subprocesses (vLLM and router start-up, servers under load), so two overlap
 test: install
-	$(BIN)/python -m pytest -m "not gpu" -q -n 2 --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -m "not gpu" -q -n 2 --dist loadfile
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not gpu and not slow" -q

@@ -6,6 +6,7 @@ module: the benchmark scripts import it, never each other.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -27,8 +28,6 @@ BATCH = 64
 def recipe_key(recipe: str) -> str:
     """A retrain recipe's short name (its options hashed): the learning loop names the work
     directory of a run beside the default's by it, and the round profile reads it back."""
-    import hashlib
-
     return hashlib.sha1(recipe.encode()).hexdigest()[:8]
 
 

@@ -81,7 +81,7 @@ def collect(work: Path) -> list[dict[str, Any]]:
         state = json.loads(state_file.read_text())
         versions = sorted((loop / "registry" / "versions").glob("v*/decision.json"))
         if "rounds" in state:  # cold start: round r's retrain made version r + 1
-            scenario, name = "cold start", loop.name
+            scenario, name, machine = "cold start", loop.name, machines.get(run)
             timed = [(row["round"], row["retrain_seconds"]) for row in state["rounds"][1:]]
         elif "retrain_seconds" in state:
             scenario = "new intents"
@@ -107,7 +107,7 @@ def collect(work: Path) -> list[dict[str, Any]]:
                     "epochs": (decision.get("training") or {}).get("epochs"),
                     "contrastive_steps": (facts.get("contrastive") or {}).get("steps"),
                     "parts": profile(wall, decision, metrics),
-                    "machine": machine if scenario == "new intents" else machines.get(run),
+                    "machine": machine,
                 }
             )
     return rows

@@ -28,11 +28,6 @@ from training.tiny_models import build_tiny_llama
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # files with slow tests first, each file's tests together and in order: `make test`'s two
-    # xdist workers take whole files from the front of this list, so the many small files fill
-    # the end instead of one long file running alone there (the suite's last minutes)
-    slow_files = {item.path for item in items if "slow" in item.keywords}
-    items.sort(key=lambda item: item.path not in slow_files)  # stable: the rest keeps its order
     import torch
 
     if torch.cuda.is_available():
