@@ -27,7 +27,8 @@ $(BIN)/switchboard: pyproject.toml
 	touch $@
 
 # two workers (pytest-xdist), one test file each at a time (module fixtures built once): much of
-# the suite waits on subprocesses (vLLM and router start-up, servers under load), so two overlap
+# the suite waits on subprocesses (vLLM and router start-up, servers under load), so two overlap;
+# each worker and what it starts gets its share of the cores (tests/conftest.py: no oversubscription)
 test: install
 	$(BIN)/python -m pytest -m "not gpu" -q -n 2 --dist loadfile
 

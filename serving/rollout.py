@@ -59,10 +59,16 @@ def _now() -> str:
 
 def read_rollout(registry: Registry) -> Rollout | None:
     path = registry.root / ROLLOUT_FILE
-    if not path.is_file():
-        return None
     try:
-        data = json.loads(path.read_text())
+        text = path.read_text()
+    except FileNotFoundError:
+        # no rollout, or one that ended between a reader's look and its read: readers (every
+        # replica's watcher) read without the registry lock, and a transition may remove the file
+        return None
+    except OSError as err:
+        raise RegistryCorrupt(f"rollout file {path} is unreadable: {err}") from None
+    try:
+        data = json.loads(text)
         rollout = Rollout(**data)
     except (OSError, ValueError, TypeError) as err:
         raise RegistryCorrupt(f"rollout file {path} is corrupt: {err}") from None

@@ -13,7 +13,28 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from support import (
+
+def _share_the_cores_between_workers() -> None:
+    """Under pytest-xdist, each worker and everything it starts (vLLM, routers, CLIs) gets its
+    share of the cores, so two workers do not oversubscribe them: OpenMP's threads spin-wait, and
+    two trainings side by side with two threads each took 90 s apart from 45 s with one (2 cores).
+    vLLM binds its OpenMP threads itself, by default all of them to the same last core: each
+    worker's vLLM gets its own. Before torch is imported (it reads OMP_NUM_THREADS once)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers < 2:
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    share = max(1, len(cpus) // workers)
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    start = (index * share) % len(cpus)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(name, str(share))
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, cpus[start : start + share])))
+
+
+_share_the_cores_between_workers()
+
+from support import (  # noqa: E402 (after the thread settings: these import torch)
     API_KEY,
     CHAT_TEMPLATE,
     SAMPLE,
@@ -24,7 +45,7 @@ from support import (
     vllm_server,
 )
 
-from training.tiny_models import build_tiny_llama
+from training.tiny_models import build_tiny_llama  # noqa: E402
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

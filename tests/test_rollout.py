@@ -327,3 +327,37 @@ def test_a_slow_canary_is_rolled_back(tmp_path: Path) -> None:
     last = history(registry)[-1]
     assert last["event"] == "rolled_back" and "median time per call" in last["reason"], last
     assert last["evidence"]["latency"]["median_ratio"] > 3.0
+
+
+def _churn_rollouts(root: str, cycles: Any, stop: Any) -> None:
+    from serving.rollout import finish
+
+    registry = Registry(Path(root))
+    while not stop.is_set():
+        start_shadow(registry, by="test")
+        finish(registry, "stopped", by="test")
+        with cycles.get_lock():
+            cycles.value += 1
+
+
+def test_readers_never_see_a_rollout_half_gone(tmp_path: Path) -> None:
+    """Replicas read the rollout without the registry's lock while another process's transition
+    removes it: a reader that finds the file and then cannot open it reads "no rollout", not a
+    corrupt one (a shadow test once failed on exactly that)."""
+    import multiprocessing
+    import time
+
+    registry = registry_with(tmp_path, CHAMPION)
+    context = multiprocessing.get_context("spawn")
+    cycles, stop = context.Value("i", 0), context.Event()
+    writer = context.Process(target=_churn_rollouts, args=(str(registry.root), cycles, stop))
+    writer.start()
+    seen: set[bool] = set()
+    deadline = time.monotonic() + 60
+    try:
+        while cycles.value < 200 and time.monotonic() < deadline:
+            seen.add(read_rollout(registry) is None)
+    finally:
+        stop.set()
+        writer.join(timeout=10)
+    assert cycles.value >= 200 and seen == {True, False}, (cycles.value, seen)
