@@ -66,7 +66,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         None,
         url,
         root / "server",
-        extra_env={"SWITCHBOARD_REGISTRY_DIR": str(registry.root), "SWITCHBOARD_ADMIN_TOKEN": TOKEN},
+        extra_env={
+            "SWITCHBOARD_REGISTRY_DIR": str(registry.root),
+            "SWITCHBOARD_ADMIN_TOKEN": TOKEN,
+            # the head's growth is under test, not the engine (test_loop_e2e swaps vLLM engines):
+            # ONNX Runtime starts in seconds where vLLM takes half a minute, twice here
+            "SWITCHBOARD_ENGINE": "onnx",
+        },
     )
     try:
         yield {
