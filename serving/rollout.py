@@ -70,7 +70,7 @@ def read_rollout(registry: Registry) -> Rollout | None:
     try:
         data = json.loads(text)
         rollout = Rollout(**data)
-    except (OSError, ValueError, TypeError) as err:
+    except (ValueError, TypeError) as err:
         raise RegistryCorrupt(f"rollout file {path} is corrupt: {err}") from None
     if rollout.stage not in ("shadow", "canary"):
         raise RegistryCorrupt(f"rollout file {path} is corrupt: unknown stage {rollout.stage!r}")

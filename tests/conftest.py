@@ -23,8 +23,10 @@ def _share_the_cores_between_workers() -> None:
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers < 2:
         return
+    from serving.hardware import available_cpus  # no torch import
+
     cpus = sorted(os.sched_getaffinity(0))
-    share = max(1, len(cpus) // workers)
+    share = max(1, available_cpus() // workers)  # affinity, bounded by a container's CPU quota
     index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
     start = (index * share) % len(cpus)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import SAMPLE, Server, read_rows
+from support import ONNX_ENGINE, SAMPLE, Server, read_rows
 
 from serving.model_dir import read_model_info
 from serving.registry import Registry
@@ -69,9 +69,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         extra_env={
             "SWITCHBOARD_REGISTRY_DIR": str(registry.root),
             "SWITCHBOARD_ADMIN_TOKEN": TOKEN,
-            # the head's growth is under test, not the engine (test_loop_e2e swaps vLLM engines):
-            # ONNX Runtime starts in seconds where vLLM takes half a minute, twice here
-            "SWITCHBOARD_ENGINE": "onnx",
+            **ONNX_ENGINE,  # the head's growth is under test, not the engine (two starts here)
         },
     )
     try:

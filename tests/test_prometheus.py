@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from support.servers import Server
+from support.servers import ONNX_ENGINE, Server
 
 from router.devserver import DevServerError, free_port, wait_http
 from serving.model_dir import BASELINE_FILE
@@ -172,7 +172,7 @@ def test_real_prometheus_scrapes_records_and_alerts(router_model: Path, tmp_path
             "SWITCHBOARD_AUDIT_RATE": "1",  # every request in the audit sample: each label counts
             "SWITCHBOARD_LIVE_ACCURACY_REFRESH_S": "0.5",
             "SWITCHBOARD_LOG_FLUSH_INTERVAL_S": "0.01",
-            "SWITCHBOARD_ENGINE": "onnx",  # the metrics are under test, not the engine: starts in seconds
+            **ONNX_ENGINE,  # the metrics are under test, not the engine
         },
     )
     server.start()

@@ -22,14 +22,13 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import Connection, select, text
-from support import Server, pg_schema
+from support import ONNX_ENGINE, Server, pg_schema
 
 from router.store import create_db_engine
 from router.store.models import requests as requests_table
 
 pytestmark = pytest.mark.slow
 
-ONNX = {"SWITCHBOARD_ENGINE": "onnx"}
 QUERIES = ["why is my bill higher this month", "no signal on my phone", "cancel my contract", "new line"]
 
 
@@ -119,7 +118,10 @@ def test_sigkill_during_a_database_outage_loses_no_answered_row(
     SIGKILL; restarted with the database back, the router replays the spool before it is
     ready: all 300 rows are there, once."""
     url, block = blocked_db
-    spool = {"SWITCHBOARD_LOG_SPOOL_DIR": str(tmp_path / "spool"), **ONNX}  # PostgreSQL: not in ~/.local
+    spool = {
+        "SWITCHBOARD_LOG_SPOOL_DIR": str(tmp_path / "spool"),
+        **ONNX_ENGINE,
+    }  # PostgreSQL: not in ~/.local
     server = Server(router_model, url, tmp_path / "server", extra_env=spool)
     server.ensure_running()  # migrates the schema
     try:
@@ -198,7 +200,7 @@ def test_sigterm_with_the_database_blocked_and_slow_requests_exits_within_the_bu
         "SWITCHBOARD_ESCALATION_SHOTS": "0",
         "SWITCHBOARD_ESCALATION_TIMEOUT_S": "6",
         "SWITCHBOARD_ESCALATION_MAX_RETRIES": "0",
-        **ONNX,
+        **ONNX_ENGINE,
     }
     server = Server(router_model, url, tmp_path / "server", extra_env=env)
     try:
@@ -234,7 +236,7 @@ def test_sigterm_with_the_database_blocked_and_slow_requests_exits_within_the_bu
         assert set(answered) <= spooled  # nothing lost: the rows wait in the spool
         locker.rollback()
         locker.close()
-        server.extra_env = dict(ONNX)  # restart without the slow LLM: the spool is replayed
+        server.extra_env = dict(ONNX_ENGINE)  # restart without the slow LLM: the spool is replayed
         server.start()
         assert logged_ids(url, fast + answered) == set(fast + answered)
     finally:
@@ -252,7 +254,7 @@ def test_postgres_backends_terminated_during_traffic_lose_no_answered_request(
     with pg_schema() as base:
         name = f"sb_test_{uuid.uuid4().hex[:10]}"
         url = f"{base}&application_name={name}"
-        spool = {"SWITCHBOARD_LOG_SPOOL_DIR": str(tmp_path / "spool"), **ONNX}
+        spool = {"SWITCHBOARD_LOG_SPOOL_DIR": str(tmp_path / "spool"), **ONNX_ENGINE}
         server = Server(router_model, url, tmp_path / "server", extra_env=spool)
         admin = create_db_engine(base)
         stop = threading.Event()

@@ -2,7 +2,8 @@
 conftest.py): servers, data and models here; the router unit tests' fakes, which import the
 FastAPI app, in `support.fakes`.
 
-- `support.servers`: `Server` (the product's `DevServer` with the tests' settings), `vllm_server`.
+- `support.servers`: `Server` (the product's `DevServer` with the tests' settings), `ONNX_ENGINE`
+  (its environment for a router whose engine is not under test), `vllm_server`.
 - `support.models`: the sample dataset, the weak champion, the chat model's served name and key.
 - `support.pg`: a throwaway PostgreSQL schema.
 - `support.fakes`: `FakeEngine`, `serving` (the app in-process on it), `Scrape` (/metrics).
@@ -24,11 +25,12 @@ from support.models import (
     torch_probabilities,
 )
 from support.pg import pg_schema
-from support.servers import REPO, TEST_ENV, Server, free_port, vllm_serve_command, vllm_server
+from support.servers import ONNX_ENGINE, REPO, TEST_ENV, Server, free_port, vllm_serve_command, vllm_server
 
 __all__ = [
     "API_KEY",
     "CHAT_TEMPLATE",
+    "ONNX_ENGINE",
     "REPO",
     "SAMPLE",
     "SERVED",

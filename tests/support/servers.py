@@ -24,6 +24,9 @@ TEST_ENV = {
     "SWITCHBOARD_EAGER": "true",
     "SWITCHBOARD_LOG_LEVEL": "warning",
 }
+# for a router whose engine is not under test: ONNX Runtime starts in seconds, vLLM in about half a
+# minute (the vLLM router end to end: test_router_e2e, test_loop_e2e's hot swaps, test_fuzz)
+ONNX_ENGINE = {"SWITCHBOARD_ENGINE": "onnx"}
 
 
 class Server(DevServer):
